@@ -1,0 +1,1 @@
+"""Benchmark suites; run with python -m benchmarks SUITE."""

@@ -1,0 +1,82 @@
+"""Every exception the runtime raises, named for who caused it.
+
+``...Error`` means a mistake by the caller; a condition (``MailboxFull``, ``CallTimeout``)
+drops the suffix. :class:`ProcessExit` derives from ``BaseException`` so a bare
+``except Exception`` in user code cannot swallow an exit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pid import Pid
+    from .reasons import ExitReason
+
+
+class RegencyError(Exception):
+    """Base of the runtime's ordinary errors."""
+
+
+class MailboxFull(RegencyError):  # noqa: N818 - a condition, not a bug
+    """The receiver's mailbox is at its bound; the message was not enqueued.
+
+    Raised to the sender of a non-blocking ``send``. Use ``await send_wait(...)`` to
+    wait for room instead.
+    """
+
+    def __init__(self, pid: Pid, bound: int) -> None:
+        super().__init__(f"mailbox of {pid} is full ({bound} messages)")
+        self.pid = pid
+        self.bound = bound
+
+
+class NoProcError(RegencyError, LookupError):
+    """A name is not registered, or an operation that needs a live process found none."""
+
+
+class NotInProcess(RegencyError, RuntimeError):
+    """A process-only function (``receive``, ``self_pid``...) was called outside a process."""
+
+
+class CallTimeout(RegencyError, TimeoutError):  # noqa: N818
+    """A ``call`` got no reply within its timeout. The server may still handle it later."""
+
+
+class ServerExited(RegencyError):  # noqa: N818
+    """The server of a ``call`` exited (before or while handling it); ``reason`` says why."""
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(f"server exited: {reason}")
+        self.reason = reason
+
+
+class AlreadyRegistered(RegencyError, ValueError):  # noqa: N818
+    """The name is taken by a live process, or the process already has a name."""
+
+
+class NodeClosed(RegencyError, RuntimeError):  # noqa: N818
+    """The node is shutting down or has stopped; nothing new starts on it."""
+
+
+class ProcessExit(BaseException):  # noqa: N818
+    """Raised inside a process to end it with ``reason``; see ``runtime.exit``.
+
+    Derives from ``BaseException`` so ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Unregistered(RegencyError, TypeError):  # noqa: N818
+    """A message of a class that was never registered for the wire was sent to another node."""
+
+
+class ProtocolError(RegencyError):
+    """A peer broke the wire protocol (malformed, oversized, forged or unexpected frame)."""
+
+
+class AuthenticationFailed(ProtocolError):  # noqa: N818
+    """The handshake failed: wrong secret, replayed challenge, or wrong node name."""

@@ -1,0 +1,1 @@
+"""Raft consensus: the pure core and its IO shell."""
