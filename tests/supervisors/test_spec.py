@@ -62,7 +62,7 @@ class TestSpecDefaults:
         """Start arguments given as a list are stored as a tuple."""
         spec = ChildSpec("c", start, args=[1, "x"])  # type: ignore[arg-type]
 
-        assert (1, "x") == spec.args
+        assert spec.args == (1, "x")
 
     def test_spec_frozen(self) -> None:
         """A spec cannot be changed in place; evolve makes a new one."""
@@ -70,7 +70,7 @@ class TestSpecDefaults:
 
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             spec.id = "d"  # type: ignore[misc]
-        assert "d" == attrs.evolve(spec, id="d").id
+        assert attrs.evolve(spec, id="d").id == "d"
 
     def test_sentinels_distinct(self) -> None:
         """BRUTAL_KILL and INFINITY are distinct ShutdownKind singletons, not numbers."""
@@ -145,8 +145,11 @@ class TestSpecValidation:
 
     def test_flag_defaults(self) -> None:
         """Supervisor flags default to one_for_one, intensity 1, period 5, never."""
-        assert (Strategy.ONE_FOR_ONE, 1, 5.0, AutoShutdown.NEVER) == attrs.astuple(
-            SupFlags(), recurse=False
+        assert attrs.astuple(SupFlags(), recurse=False) == (
+            Strategy.ONE_FOR_ONE,
+            1,
+            5.0,
+            AutoShutdown.NEVER,
         )
 
     @pytest.mark.parametrize(
@@ -169,7 +172,7 @@ class TestSpecValidation:
 
     def test_intensity_zero_accepted(self) -> None:
         """Intensity 0 is valid (every restart gives up)."""
-        assert 0 == SupFlags(intensity=0).intensity
+        assert SupFlags(intensity=0).intensity == 0
 
     @pytest.mark.parametrize(
         ("kwargs", "message"),
