@@ -50,7 +50,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -224,6 +224,10 @@ class Backoff:
         return base * (1.0 - self.jitter * rng.random())
 
 
+def _to_tuple(args: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(args)
+
+
 def _default_shutdown(spec: ChildSpec) -> ShutdownTimeout:
     return INFINITY if spec.type is ChildType.SUPERVISOR else 5.0
 
@@ -243,7 +247,7 @@ class ChildSpec:
 
     id: str
     start: Callable[..., Any]
-    args: tuple[Any, ...] = attrs.field(default=(), kw_only=True, converter=tuple)
+    args: tuple[Any, ...] = attrs.field(default=(), kw_only=True, converter=_to_tuple)
     restart: Restart = attrs.field(default=Restart.PERMANENT, kw_only=True)
     type: ChildType = attrs.field(default=ChildType.WORKER, kw_only=True)
     shutdown: ShutdownTimeout = attrs.field(
