@@ -18,7 +18,7 @@ class RegencyError(Exception):
     """Base of the runtime's ordinary errors."""
 
 
-class MailboxFull(RegencyError):  # noqa: N818 - a condition, not a bug
+class MailboxFull(RegencyError):
     """The receiver's mailbox is at its bound; the message was not enqueued.
 
     Raised to the sender of a non-blocking ``send``. Use ``await send_wait(...)`` to
@@ -39,11 +39,11 @@ class NotInProcess(RegencyError, RuntimeError):
     """A process-only function (``receive``, ``self_pid``...) was called outside a process."""
 
 
-class CallTimeout(RegencyError, TimeoutError):  # noqa: N818
+class CallTimeout(RegencyError, TimeoutError):
     """A ``call`` got no reply within its timeout. The server may still handle it later."""
 
 
-class ServerExited(RegencyError):  # noqa: N818
+class ServerExited(RegencyError):
     """The server of a ``call`` exited (before or while handling it); ``reason`` says why."""
 
     def __init__(self, reason: ExitReason) -> None:
@@ -51,15 +51,15 @@ class ServerExited(RegencyError):  # noqa: N818
         self.reason = reason
 
 
-class AlreadyRegistered(RegencyError, ValueError):  # noqa: N818
+class AlreadyRegistered(RegencyError, ValueError):
     """The name is taken by a live process, or the process already has a name."""
 
 
-class NodeClosed(RegencyError, RuntimeError):  # noqa: N818
+class NodeClosed(RegencyError, RuntimeError):
     """The node is shutting down or has stopped; nothing new starts on it."""
 
 
-class ProcessExit(BaseException):  # noqa: N818
+class ProcessExit(BaseException):
     """Raised inside a process to end it with ``reason``; see ``runtime.exit``.
 
     Derives from ``BaseException`` so ``except Exception`` cannot swallow it.
@@ -70,7 +70,7 @@ class ProcessExit(BaseException):  # noqa: N818
         self.reason = reason
 
 
-class Unregistered(RegencyError, TypeError):  # noqa: N818
+class Unregistered(RegencyError, TypeError):
     """A message of a class that was never registered for the wire was sent to another node."""
 
 
@@ -78,5 +78,17 @@ class ProtocolError(RegencyError):
     """A peer broke the wire protocol (malformed, oversized, forged or unexpected frame)."""
 
 
-class AuthenticationFailed(ProtocolError):  # noqa: N818
+class AuthenticationFailed(ProtocolError):
     """The handshake failed: wrong secret, replayed challenge, or wrong node name."""
+
+
+class ReceiveTimeout(RegencyError, TimeoutError):
+    """``receive`` found no (matching) message within its timeout."""
+
+
+class StartFailed(RegencyError):
+    """A process failed to start (its ``init`` raised or it exited before acknowledging)."""
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(f"start failed: {reason}")
+        self.reason = reason

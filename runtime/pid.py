@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 
-@attrs.frozen(order=True, slots=True)
+@attrs.frozen(order=True, slots=True, cache_hash=True)
 class Pid:
     """A process identifier: location transparent, hashable, ordered, msgpack-safe."""
 
@@ -26,7 +26,7 @@ class Pid:
         return f"Pid({self.node!r}, {self.serial}, {self.creation})"
 
 
-@attrs.frozen(order=True, slots=True)
+@attrs.frozen(order=True, slots=True, cache_hash=True)
 class Ref:
     """A unique reference, made by a node: monitors, calls and timers are named by one."""
 

@@ -1,0 +1,204 @@
+"""Erlang-style functions for code running inside a process.
+
+Each acts for the calling process on its node: ``send``, ``receive``, ``spawn_link``,
+``monitor``... Outside a process, inside an ``async with Node()`` block, the functions
+that need no calling process (``send``, ``spawn``, ``call``...) act on that node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .errors import NoProcError, ProcessExit
+from .messages import TimerRef
+from .node import Dest, Node, current_node, current_process
+from .pid import Name, Pid, Ref
+from .reasons import ExitReason
+
+
+def self_pid() -> Pid:
+    """The calling process's pid (Erlang's ``self()``)."""
+    return current_process().pid
+
+
+def send(dest: Dest, msg: object) -> None:
+    """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
+    current_node().send(dest, msg)
+
+
+async def send_wait(dest: Dest, msg: object) -> None:
+    """Send *msg*, waiting while the receiver's mailbox is full (backpressure)."""
+    await current_node().send_wait(dest, msg)
+
+
+async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+    """Take the oldest message (the oldest for which ``match(msg)`` is true).
+
+    Messages that do not match stay in the mailbox in their order. Waits up to
+    *timeout* seconds (``None``: forever; ``0``: only what is already there).
+
+    Raises:
+        ReceiveTimeout: nothing (matching) arrived in time.
+    """
+    mb = current_process().mailbox
+    if match is None:
+        return await mb.get(timeout)
+    return await mb.get_match(match, timeout)
+
+
+def spawn(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
+    """Start ``fn(*args)`` as a new process; see :meth:`Node.spawn`."""
+    return current_node().spawn(fn, *args, **opts)
+
+
+def spawn_link(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
+    """Start ``fn(*args)`` linked to the calling process, atomically."""
+    proc = current_process()
+    return proc.node.spawn(fn, *args, link_to=proc.pid, **opts)
+
+
+def spawn_monitor(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> tuple[Pid, Ref]:
+    """Start ``fn(*args)`` monitored by the calling process; returns (pid, ref)."""
+    proc = current_process()
+    pid = proc.node.spawn(fn, *args, **opts)
+    return pid, proc.node.monitor(proc.pid, pid)
+
+
+def link(pid: Pid) -> None:
+    """Link the calling process with *pid*; see :meth:`Node.link`."""
+    proc = current_process()
+    proc.node.link(proc.pid, pid)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link between the calling process and *pid*. Idempotent."""
+    proc = current_process()
+    proc.node.unlink(proc.pid, pid)
+
+
+def monitor(target: Pid | Name | str) -> Ref:
+    """Monitor *target*: one ``Down`` message arrives when it ends (at once if dead)."""
+    proc = current_process()
+    return proc.node.monitor(proc.pid, target)
+
+
+def demonitor(ref: Ref, *, flush: bool = False) -> bool:
+    """Cancel a monitor. With *flush*, also remove its ``Down`` message if it arrived.
+
+    Returns False if the monitor had already fired or was cancelled.
+    """
+    proc = current_process()
+    active = proc.node.demonitor(ref)
+    if flush:
+        q = proc.mailbox._q
+        for i, m in enumerate(q):
+            if getattr(m, "ref", None) == ref and type(m).__name__ == "Down":
+                del q[i]
+                break
+    return active
+
+
+def trap_exit(flag: bool = True) -> bool:
+    """Set whether the calling process traps exits; returns the old value.
+
+    A trapping process receives exit signals as ``Exit(pid, reason)`` messages instead
+    of dying, except ``Kill``.
+    """
+    proc = current_process()
+    old, proc.trap_exit = proc.trap_exit, flag
+    return old
+
+
+def exit(reason: ExitReason) -> None:
+    """End the calling process with *reason*. Never returns."""
+    raise ProcessExit(reason)
+
+
+def send_exit(pid: Pid, reason: ExitReason) -> None:
+    """Send the exit signal *reason* to *pid* (Erlang's ``exit/2``); see :meth:`Node.exit`."""
+    node = current_node()
+    from .node import _current_process
+
+    me = _current_process.get()
+    node.exit(pid, reason, frm=me.pid if me is not None else None)
+
+
+def register(name: str, pid: Pid | None = None) -> None:
+    """Register *pid* (default: the calling process) under *name* on this node."""
+    node = current_node()
+    node.register(name, pid if pid is not None else self_pid())
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name. Raises NoProcError if it is not registered."""
+    current_node().unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered under *name* on this node, or None."""
+    return current_node().whereis(name)
+
+
+def send_after(delay: float, dest: Dest, msg: object) -> TimerRef:
+    """Send *msg* to *dest* after *delay* seconds; returns a cancellable timer."""
+    return current_node().send_after(delay, dest, msg)
+
+
+def cancel_timer(timer: TimerRef) -> bool:
+    """Cancel a timer; False if it already fired or was cancelled."""
+    return current_node().cancel_timer(timer)
+
+
+async def call(dest: Dest, request: object, timeout: float | None = 5.0) -> Any:
+    """Call a GenServer and wait for its reply; see :meth:`Node.call` for every outcome."""
+    return await current_node().call(dest, request, timeout)
+
+
+def cast(dest: Dest, msg: object) -> None:
+    """Send a GenServer cast. Never fails for a dead server."""
+    current_node().cast(dest, msg)
+
+
+def reply(from_: Ref, value: object) -> None:
+    """Reply to a call that a GenServer deferred by returning ``NOREPLY``."""
+    current_node().reply(from_, value)
+
+
+async def start_server(server: Any, *args: Any, link: bool = False, **opts: Any) -> Pid:
+    """Start a GenServer on this node (linked to the caller with *link*)."""
+    return await current_node().start_server(server, *args, link=link, **opts)
+
+
+def node() -> Node:
+    """The current node."""
+    return current_node()
+
+
+__all__ = [
+    "NoProcError",
+    "call",
+    "cancel_timer",
+    "cast",
+    "demonitor",
+    "exit",
+    "link",
+    "monitor",
+    "node",
+    "receive",
+    "register",
+    "reply",
+    "self_pid",
+    "send",
+    "send_after",
+    "send_exit",
+    "send_wait",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "start_server",
+    "trap_exit",
+    "unlink",
+    "unregister",
+    "whereis",
+]

@@ -1,0 +1,958 @@
+"""Nodes and processes: spawn, exit signals, links, monitors, names and timers.
+
+A :class:`Node` owns a set of processes and runs them in its own task group. It is an
+async context manager; leaving it stops every process still running (each ends with
+``Shutdown("node_stopped")``) and waits for them.
+
+A process is a task with a :class:`~runtime.pid.Pid` and a :class:`~runtime.mailbox.Mailbox`.
+An uncaught exception ends that process alone, with ``Crashed`` as its exit reason and a
+``process_crashed`` report in the log; the node and its other processes keep running.
+
+Exit signals follow Erlang. When a process ends, every linked process gets an exit
+signal with its reason:
+
+* reason ``Normal``: ignored, unless the receiver traps exits (then an ``Exit`` message);
+* any other reason: the receiver ends with the same reason, unless it traps exits;
+* ``Kill`` sent with ``exit(pid, Kill())``: ends the receiver with ``Killed`` even if it
+  traps exits. A process that ends ``Killed`` sends ``Killed``, which can be trapped.
+
+Monitors are one-way: the watcher gets exactly one ``Down`` message, with the reason,
+``NoProc()`` if the target was already dead, or ``NoConnection(node)`` if its node is lost.
+
+Remote pids are handed to the node's distribution layer (see ``runtime.dist``); with no
+distribution, a remote link or monitor fires at once with ``NoConnection``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Protocol, final
+
+import anyio
+import anyio.abc
+import structlog
+
+from .backend import Backend
+from .errors import (
+    AlreadyRegistered,
+    CallTimeout,
+    MailboxFull,
+    NodeClosed,
+    NoProcError,
+    NotInProcess,
+    ProcessExit,
+    ServerExited,
+)
+from .mailbox import DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
+from .messages import Call, Cast, Down, Exit, TimerRef
+from .pid import Name, Pid, Ref
+from .reasons import (
+    KILLED,
+    NOPROC,
+    NORMAL,
+    Crashed,
+    ExitReason,
+    Kill,
+    NoConnection,
+    Shutdown,
+)
+
+log = structlog.get_logger("regency")
+
+Dest = Pid | str | Name
+"""Where a message can go: a pid, a locally registered name, or ``Name(name, node)``."""
+
+DownCallback = Callable[[ExitReason], None]
+
+_current_process: ContextVar[Process | None] = ContextVar("regency_process", default=None)
+_current_node: ContextVar[Node | None] = ContextVar("regency_node", default=None)
+
+TERMINATE_TIMEOUT = 5.0
+"""Seconds a process's cleanup (GenServer ``terminate``) may take when it is stopped."""
+
+
+class Remote(Protocol):
+    """What a node asks of its distribution layer. Every method returns at once."""
+
+    def send(self, to: Pid | Name, msg: object) -> None:
+        """Send *msg* to a pid or name on another node (FIFO per sender/receiver pair)."""
+
+    def link(self, frm: Pid, to: Pid) -> None:
+        """Tell *to*'s node that local *frm* is now linked to it."""
+
+    def unlink(self, frm: Pid, to: Pid) -> None:
+        """Remove the link between local *frm* and remote *to*."""
+
+    def exit(self, frm: Pid, to: Pid, reason: ExitReason, *, link: bool) -> None:
+        """Deliver an exit signal (from a dying linked process when *link*)."""
+
+    def monitor(self, ref: Ref, watcher: Pid | None, target: Pid | Name) -> None:
+        """Ask *target*'s node to monitor it on behalf of local *watcher*."""
+
+    def demonitor(self, ref: Ref, target: Pid | Name) -> None:
+        """Cancel a monitor set with :meth:`monitor`."""
+
+    def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
+        """Tell *watcher_node* that the local process *target* it monitored is gone."""
+
+    def reply(self, ref: Ref, value: object) -> None:
+        """Deliver a call's reply to the node that made *ref*."""
+
+
+@final
+class _Monitor:
+    __slots__ = ("callback", "ref", "target", "watcher")
+
+    def __init__(
+        self, ref: Ref, watcher: Pid | None, target: Pid, callback: DownCallback | None
+    ) -> None:
+        self.ref = ref
+        self.watcher = watcher
+        self.target = target
+        self.callback = callback
+
+
+@final
+class _ReplySlot:
+    """Where one pending call's reply (or its server's exit) lands."""
+
+    __slots__ = ("_waiter", "done", "reason", "value")
+
+    def __init__(self) -> None:
+        self._waiter: Any = None
+        self.done = False
+        self.value: object = None
+        self.reason: ExitReason | None = None
+
+
+@final
+class Process:
+    """The runtime's record of one process. User code sees only its :class:`Pid`."""
+
+    __slots__ = (
+        "_pending",
+        "_scope",
+        "alive",
+        "links",
+        "mailbox",
+        "monitors",
+        "name",
+        "node",
+        "pid",
+        "trap_exit",
+        "watchers",
+    )
+
+    def __init__(self, pid: Pid, node: Node, mailbox: Mailbox) -> None:
+        self.pid = pid
+        self.node = node
+        self.mailbox = mailbox
+        self.alive = True
+        self.trap_exit = False
+        self.name: str | None = None
+        self.links: set[Pid] | None = None
+        self.watchers: dict[Ref, _Monitor] | None = None  # monitors others hold on us
+        self.monitors: dict[Ref, Pid | Name] | None = None  # monitors we hold on others
+        self._scope: anyio.CancelScope | None = None
+        self._pending: ExitReason | None = None
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid}{' ' + self.name if self.name else ''}>"
+
+
+@final
+class Node:
+    """A runtime node: the processes of one OS process, under one name.
+
+    Args:
+        name: the node's name, unique in a cluster (``"a@host"`` by convention).
+        mailbox_bound: default bound of each process's mailbox, in messages.
+        creation: distinguishes this life of the node from earlier ones with the same
+            name; drawn at random when not given.
+    """
+
+    def __init__(
+        self,
+        name: str = "nonode@nohost",
+        *,
+        mailbox_bound: int = DEFAULT_BOUND,
+        creation: int | None = None,
+    ) -> None:
+        if not name:
+            raise ValueError("a node needs a non-empty name")
+        self.name = name
+        self.creation = (
+            creation if creation is not None else int.from_bytes(os.urandom(4), "big") or 1
+        )
+        self.mailbox_bound = mailbox_bound
+        self.pid = Pid(name, 0, self.creation)  # the node itself, as a sender of signals
+        self.dead_letters = 0
+        self.remote: Remote | None = None
+        self._procs: dict[int, Process] = {}
+        self._names: dict[str, Pid] = {}
+        self._remote_monitors: dict[Ref, _Monitor] = {}
+        self._pending: dict[int, _ReplySlot] = {}
+        self._timers: dict[int, anyio.CancelScope] = {}
+        self._serial = 0
+        self._budget = DEFAULT_BUDGET  # reductions of callers outside any process
+        self._ref_serial = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._backend: Backend | None = None
+        self._closing = False
+        self._node_token: Any = None
+        self._log = log.bind(node=name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        if self._tg is not None:
+            raise RuntimeError("a Node can be entered only once")
+        self._backend = Backend.current()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._node_token = _current_node.set(self)
+        self._log.debug("node_started", creation=self.creation)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        try:
+            self.stop()
+        finally:
+            try:
+                _current_node.reset(self._node_token)
+            except ValueError:  # exited from another context; nothing to restore
+                pass
+        assert self._tg is not None
+        result = await self._tg.__aexit__(*exc_info)  # type: ignore[arg-type]
+        self._log.debug("node_stopped")
+        return result
+
+    def stop(self) -> None:
+        """Stop every process (reason ``Shutdown("node_stopped")``). Idempotent.
+
+        Newest processes are stopped first. Nothing new can be spawned afterwards.
+        """
+        self._closing = True
+        reason = Shutdown("node_stopped")
+        for proc in reversed(list(self._procs.values())):
+            self._terminate(proc, reason)
+        for scope in self._timers.values():
+            scope.cancel()
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._closing
+
+    # -- spawning --------------------------------------------------------------------
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        link_to: Pid | None = None,
+        trap_exit: bool = False,
+        name: str | None = None,
+        mailbox_bound: int | None = None,
+    ) -> Pid:
+        """Start ``fn(*args)`` as a new process and return its pid at once.
+
+        Args:
+            fn: an async function; the process ends when it returns (``Normal``),
+                raises (``Crashed``) or calls ``runtime.exit(reason)``.
+            link_to: link the new process to this pid before it runs (``spawn_link``).
+            trap_exit: start with exits trapped.
+            name: register the process under this local name before it runs.
+            mailbox_bound: this process's mailbox bound (default: the node's).
+
+        Raises:
+            NodeClosed: the node is stopping.
+            AlreadyRegistered: *name* is taken.
+        """
+        tg = self._tg
+        if tg is None or self._closing:
+            raise NodeClosed(f"node {self.name} is not running")
+        if name is not None and name in self._names:
+            raise AlreadyRegistered(f"name {name!r} is registered to {self._names[name]}")
+        self._serial += 1
+        pid = Pid(self.name, self._serial, self.creation)
+        assert self._backend is not None
+        proc = Process(pid, self, Mailbox(pid, self._backend, mailbox_bound or self.mailbox_bound))
+        proc.trap_exit = trap_exit
+        self._procs[pid.serial] = proc
+        if name is not None:
+            self._names[name] = pid
+            proc.name = name
+        if link_to is not None:
+            self._link(link_to, proc)
+        tg.start_soon(self._run, proc, fn, args, name="regency.process")
+        return pid
+
+    async def _run(self, proc: Process, fn: Callable[..., Awaitable[Any]], args: Any) -> None:
+        _current_process.set(proc)
+        reason: ExitReason | None = proc._pending
+        try:
+            if reason is None:
+                with anyio.CancelScope() as scope:
+                    proc._scope = scope
+                    try:
+                        await fn(*args)
+                        reason = NORMAL
+                    except ProcessExit as e:
+                        reason = e.reason
+                    except Exception as e:
+                        reason = Crashed.from_exception(e)
+                if proc._pending is not None:  # an exit signal landed
+                    reason = proc._pending
+        finally:
+            if reason is None:  # cancelled from outside the runtime
+                reason = proc._pending or Shutdown("cancelled")
+            if isinstance(reason, Kill):
+                reason = KILLED
+            self._exit(proc, reason)
+
+    def _exit(self, proc: Process, reason: ExitReason) -> None:
+        """Everything that happens when a process ends: links, monitors, names, report."""
+        proc.alive = False
+        self._procs.pop(proc.pid.serial, None)
+        if proc.name is not None and self._names.get(proc.name) == proc.pid:
+            del self._names[proc.name]
+        left = proc.mailbox.close()
+        if proc.monitors:
+            for ref, target in list(proc.monitors.items()):
+                self._demonitor(ref, target, proc)
+        if proc.links:
+            pid = proc.pid
+            for other in list(proc.links):
+                if other.node == self.name:
+                    partner = self._lookup(other)
+                    if partner is not None:
+                        if partner.links:
+                            partner.links.discard(pid)
+                        self._signal(partner, pid, reason, link=True)
+                elif self.remote is not None:
+                    self.remote.exit(pid, other, reason, link=True)
+        if proc.watchers:
+            for rec in list(proc.watchers.values()):
+                self._fire_down(rec, reason)
+        if isinstance(reason, Crashed):
+            self._log.error(
+                "process_crashed",
+                pid=str(proc.pid),
+                name=proc.name,
+                reason=str(reason),
+                traceback=reason.traceback,
+                dropped_messages=len(left),
+            )
+        elif not reason.is_orderly:
+            self._log.info("process_exited", pid=str(proc.pid), name=proc.name, reason=str(reason))
+
+    def _lookup(self, pid: Pid) -> Process | None:
+        proc = self._procs.get(pid.serial)
+        if proc is None or pid.creation != self.creation or pid.node != self.name:
+            return None
+        return proc
+
+    def process(self, pid: Pid) -> Process:
+        """The live local process *pid*. Raises NoProcError if it is not alive here."""
+        proc = self._lookup(pid)
+        if proc is None:
+            raise NoProcError(f"no live process {pid} on {self.name}")
+        return proc
+
+    def is_alive(self, pid: Pid) -> bool:
+        """True if *pid* is a live process of this node."""
+        return self._lookup(pid) is not None
+
+    @property
+    def process_count(self) -> int:
+        """How many processes are alive on this node."""
+        return len(self._procs)
+
+    # -- exit signals ----------------------------------------------------------------
+
+    def _terminate(self, proc: Process, reason: ExitReason) -> None:
+        if not proc.alive or proc._pending is not None:
+            return
+        proc._pending = reason
+        if proc._scope is not None:
+            proc._scope.cancel()
+
+    def _signal(self, target: Process, frm: Pid, reason: ExitReason, *, link: bool) -> None:
+        """Deliver one exit signal to a local process, as Erlang does."""
+        if not target.alive:
+            return
+        if isinstance(reason, Kill) and not link:
+            self._terminate(target, KILLED)
+        elif target.trap_exit:
+            target.mailbox.force(Exit(frm, KILLED if isinstance(reason, Kill) else reason))
+        elif reason.is_normal:
+            if frm == target.pid:
+                self._terminate(target, reason)
+        else:
+            self._terminate(target, KILLED if isinstance(reason, Kill) else reason)
+
+    def exit(self, pid: Pid, reason: ExitReason, *, frm: Pid | None = None) -> None:
+        """Send the exit signal *reason* to *pid* (Erlang's ``exit/2``).
+
+        ``Kill()`` ends the process ``Killed`` even if it traps exits. ``Normal()`` is
+        ignored unless the process traps exits. A dead pid is ignored.
+        """
+        sender = frm if frm is not None else self.pid
+        if pid.node == self.name:
+            proc = self._lookup(pid)
+            if proc is not None:
+                self._signal(proc, sender, reason, link=False)
+        elif self.remote is not None:
+            self.remote.exit(sender, pid, reason, link=False)
+
+    def set_trap_exit(self, pid: Pid, flag: bool) -> bool:
+        """Set whether local *pid* traps exits; returns the old value."""
+        proc = self.process(pid)
+        old, proc.trap_exit = proc.trap_exit, flag
+        return old
+
+    # -- links -----------------------------------------------------------------------
+
+    def link(self, a: Pid, b: Pid) -> None:
+        """Link local process *a* with *b* (local or remote). Idempotent.
+
+        If *b* is not alive, *a* gets an exit signal ``NoProc()`` (``NoConnection`` for an
+        unreachable node), as Erlang's ``link/1`` does.
+        """
+        self._link(b, self.process(a))
+
+    def _link(self, other: Pid, proc: Process) -> None:
+        if other == proc.pid:
+            return
+        if other.node == self.name:
+            target = self._lookup(other)
+            if target is None:
+                self._signal(proc, other, NOPROC, link=True)
+                return
+            if target.links is None:
+                target.links = set()
+            target.links.add(proc.pid)
+        elif self.remote is None:
+            self._signal(proc, other, NoConnection(other.node), link=True)
+            return
+        else:
+            self.remote.link(proc.pid, other)
+        if proc.links is None:
+            proc.links = set()
+        proc.links.add(other)
+
+    def unlink(self, a: Pid, b: Pid) -> None:
+        """Remove the link between local *a* and *b*, if any. Idempotent."""
+        proc = self._lookup(a)
+        if proc is not None and proc.links:
+            proc.links.discard(b)
+        if b.node == self.name:
+            other = self._lookup(b)
+            if other is not None and other.links:
+                other.links.discard(a)
+        elif self.remote is not None:
+            self.remote.unlink(a, b)
+
+    # -- monitors --------------------------------------------------------------------
+
+    def make_ref(self) -> Ref:
+        """A new reference, unique to this node's life."""
+        self._ref_serial += 1
+        return Ref(self.name, self._ref_serial, self.creation)
+
+    def monitor(
+        self, watcher: Pid | None, target: Pid | Name | str, *, callback: DownCallback | None = None
+    ) -> Ref:
+        """Monitor *target* for *watcher*; returns the monitor's ref.
+
+        The watcher gets one ``Down(ref, pid, reason)`` message when the target ends, at
+        once with ``NoProc()`` if it is not alive (or the name is not registered). With
+        *callback*, the callback is called with the reason instead of a message.
+        """
+        ref = self.make_ref()
+        wproc = self._lookup(watcher) if watcher is not None else None
+        if isinstance(target, str) or (
+            isinstance(target, Name) and target.node in (None, self.name)
+        ):
+            name = target if isinstance(target, str) else target.name
+            resolved = self._names.get(name)
+            target_pid: Pid = (
+                resolved if resolved is not None else Pid(self.name, -1, self.creation)
+            )
+        elif isinstance(target, Name):
+            rec = _Monitor(ref, watcher, Pid(str(target.node), -1, 0), callback)
+            return self._monitor_remote(rec, wproc, target)
+        else:
+            target_pid = target
+        rec = _Monitor(ref, watcher, target_pid, callback)
+        if target_pid.node != self.name:
+            return self._monitor_remote(rec, wproc, target_pid)
+        tproc = self._lookup(target_pid)
+        if wproc is not None:
+            if wproc.monitors is None:
+                wproc.monitors = {}
+            wproc.monitors[ref] = target_pid
+        if tproc is None:
+            self._fire_down(rec, NOPROC)
+        else:
+            if tproc.watchers is None:
+                tproc.watchers = {}
+            tproc.watchers[ref] = rec
+        return ref
+
+    def _monitor_remote(self, rec: _Monitor, wproc: Process | None, target: Pid | Name) -> Ref:
+        if wproc is not None:
+            if wproc.monitors is None:
+                wproc.monitors = {}
+            wproc.monitors[rec.ref] = target
+        self._remote_monitors[rec.ref] = rec
+        if self.remote is None:
+            node = target.node if isinstance(target, Pid) else str(target.node)
+            self._fire_down(rec, NoConnection(node))
+        else:
+            self.remote.monitor(rec.ref, rec.watcher, target)
+        return rec.ref
+
+    def demonitor(self, ref: Ref) -> bool:
+        """Cancel a monitor; returns False if it had already fired or was cancelled."""
+        rec = self._remote_monitors.get(ref)
+        if rec is not None:
+            wproc = self._lookup(rec.watcher) if rec.watcher else None
+            return self._demonitor(ref, rec.target, wproc)
+        me = _current_process.get()
+        if me is not None and me.monitors and ref in me.monitors:
+            return self._demonitor(ref, me.monitors[ref], me)
+        for proc in (p for p in self._procs.values() if p.watchers and ref in p.watchers):
+            rec = proc.watchers.pop(ref) if proc.watchers else None
+            if rec is not None and rec.watcher is not None:
+                wproc = self._lookup(rec.watcher)
+                if wproc is not None and wproc.monitors:
+                    wproc.monitors.pop(ref, None)
+            return True
+        return False
+
+    def _demonitor(self, ref: Ref, target: Pid | Name, wproc: Process | None) -> bool:
+        if wproc is not None and wproc.monitors:
+            wproc.monitors.pop(ref, None)
+        rec = self._remote_monitors.pop(ref, None)
+        if rec is not None:
+            if self.remote is not None:
+                self.remote.demonitor(ref, target)
+            return True
+        if isinstance(target, Pid):
+            tproc = self._lookup(target)
+            if tproc is not None and tproc.watchers:
+                return tproc.watchers.pop(ref, None) is not None
+        return False
+
+    def _fire_down(self, rec: _Monitor, reason: ExitReason) -> None:
+        self._remote_monitors.pop(rec.ref, None)
+        if rec.callback is not None:
+            rec.callback(reason)
+            return
+        watcher = rec.watcher
+        if watcher is None:
+            return
+        if watcher.node != self.name:
+            if self.remote is not None:
+                self.remote.down(rec.ref, rec.target, reason, watcher.node)
+            return
+        wproc = self._lookup(watcher)
+        if wproc is not None:
+            if wproc.monitors:
+                wproc.monitors.pop(rec.ref, None)
+            wproc.mailbox.force(Down(rec.ref, rec.target, reason))
+
+    # -- names -----------------------------------------------------------------------
+
+    def register(self, name: str, pid: Pid) -> None:
+        """Register local *pid* under *name*; freed when the process ends.
+
+        Raises:
+            AlreadyRegistered: the name is taken, or the process already has a name.
+            NoProcError: *pid* is not alive on this node.
+        """
+        proc = self.process(pid)
+        if name in self._names:
+            raise AlreadyRegistered(f"name {name!r} is registered to {self._names[name]}")
+        if proc.name is not None:
+            raise AlreadyRegistered(f"{pid} is already registered as {proc.name!r}")
+        self._names[name] = pid
+        proc.name = name
+
+    def unregister(self, name: str) -> None:
+        """Remove *name*. Raises NoProcError if it is not registered."""
+        pid = self._names.pop(name, None)
+        if pid is None:
+            raise NoProcError(f"name {name!r} is not registered on {self.name}")
+        proc = self._lookup(pid)
+        if proc is not None:
+            proc.name = None
+
+    def whereis(self, name: str) -> Pid | None:
+        """The pid registered under *name* on this node, or None."""
+        return self._names.get(name)
+
+    def registered(self) -> list[str]:
+        """All names registered on this node."""
+        return list(self._names)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _resolve(self, dest: Dest) -> Pid | Name:
+        if isinstance(dest, str):
+            pid = self._names.get(dest)
+            if pid is None:
+                raise NoProcError(f"name {dest!r} is not registered on {self.name}")
+            return pid
+        if isinstance(dest, Name) and (dest.node is None or dest.node == self.name):
+            pid = self._names.get(dest.name)
+            if pid is None:
+                raise NoProcError(f"name {dest.name!r} is not registered on {self.name}")
+            return pid
+        return dest
+
+    def send(self, dest: Dest, msg: object) -> None:
+        """Send *msg* to *dest* without waiting (Erlang's ``!``).
+
+        A message to a dead local pid is discarded and counted in ``dead_letters``, as in
+        Erlang; a message to an unreachable node is discarded likewise.
+
+        Raises:
+            MailboxFull: the receiver's mailbox is at its bound; nothing was enqueued.
+            NoProcError: *dest* is a name that is not registered.
+        """
+        to = dest if type(dest) is Pid else self._resolve(dest)
+        if to.node == self.name and type(to) is Pid:
+            proc = self._procs.get(to.serial)
+            if proc is not None and to.creation == self.creation:
+                proc.mailbox.put(msg)
+            else:
+                self.dead_letters += 1
+        elif self.remote is not None:
+            self.remote.send(to, msg)
+        else:
+            self.dead_letters += 1
+
+    async def send_wait(self, dest: Dest, msg: object) -> None:
+        """Send *msg*, waiting for room if the receiver's mailbox is full (backpressure)."""
+        to = dest if type(dest) is Pid else self._resolve(dest)
+        if to.node == self.name and type(to) is Pid:
+            proc = self._procs.get(to.serial)
+            if proc is not None and to.creation == self.creation:
+                mb = proc.mailbox
+                if len(mb) < mb.bound:
+                    mb.put(msg)
+                    await self._budget_checkpoint()
+                else:
+                    await mb.put_wait(msg)
+            else:
+                self.dead_letters += 1
+        elif self.remote is not None:
+            self.remote.send(to, msg)
+            await self._budget_checkpoint()
+        else:
+            self.dead_letters += 1
+
+    async def _budget_checkpoint(self) -> None:
+        """Charge one reduction to the caller; yield when its budget is spent."""
+        proc = _current_process.get()
+        if proc is not None:
+            mb = proc.mailbox
+            mb._budget -= 1
+            if mb._budget > 0:
+                return
+            mb._budget = DEFAULT_BUDGET
+        else:
+            self._budget -= 1
+            if self._budget > 0:
+                return
+            self._budget = DEFAULT_BUDGET
+        assert self._backend is not None
+        await self._backend.checkpoint()
+
+    async def deliver(self, to: Pid | str, msg: object) -> None:
+        """Deliver *msg* that arrived from another node, waiting while the mailbox is full.
+
+        Used by the distribution layer, so a full mailbox slows the connection (TCP
+        backpressure) instead of losing the message.
+        """
+        pid = self._names.get(to) if isinstance(to, str) else to
+        proc = self._lookup(pid) if pid is not None else None
+        if proc is None:
+            self.dead_letters += 1
+            return
+        mb = proc.mailbox
+        if len(mb) < mb.bound:
+            mb.put(msg)
+        else:
+            await mb.put_wait(msg)
+
+    # -- calls and replies -----------------------------------------------------------
+
+    async def start_server(
+        self,
+        server: Any,
+        *args: Any,
+        name: str | None = None,
+        link: bool = False,
+        timeout: float | None = 5.0,
+    ) -> Pid:
+        """Start a GenServer on this node; see :func:`runtime.genserver.start_server`."""
+        from .genserver import start_server
+
+        return await start_server(self, server, *args, name=name, link=link, timeout=timeout)
+
+    async def call(self, dest: Dest, request: object, timeout: float | None = 5.0) -> Any:
+        """Call the GenServer at *dest* and wait for its reply.
+
+        The server is monitored for the duration of the call, so a server that is dead,
+        or dies before replying, fails the call at once.
+
+        Raises:
+            ServerExited: the server was dead or exited first; ``.reason`` says why.
+            CallTimeout: no reply within *timeout* seconds (``None``: wait forever).
+            MailboxFull: the server's mailbox is at its bound.
+        """
+        try:
+            target = self._resolve(dest)
+        except NoProcError:
+            raise ServerExited(NOPROC) from None
+        caller = _current_process.get()
+        ref, slot = self._open_slot(caller.pid if caller is not None else None, target)
+        try:
+            if not slot.done:
+                if type(target) is Pid and target.node == self.name:
+                    proc = self._procs.get(target.serial)
+                    if proc is not None:
+                        proc.mailbox.put(Call(ref, request))
+                else:
+                    self.send(target, Call(ref, request))
+            return await self._wait_slot(slot, timeout)
+        finally:
+            self._close_slot(ref, target, caller)
+
+    def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
+        slot = _ReplySlot()
+        backend = self._backend
+
+        def on_down(reason: ExitReason) -> None:
+            if not slot.done:
+                slot.done = True
+                slot.reason = reason
+                w = slot._waiter
+                if w is not None and backend is not None:
+                    slot._waiter = None
+                    backend.unpark(w)
+
+        ref = self.monitor(None, target, callback=on_down)
+        self._pending[ref.serial] = slot
+        return ref, slot
+
+    def _close_slot(self, ref: Ref, target: Pid | Name, caller: Process | None) -> None:
+        del self._pending[ref.serial]
+        self._demonitor(ref, target, None)
+
+    async def _wait_slot(self, slot: _ReplySlot, timeout: float | None) -> Any:
+        backend = self._backend
+        assert backend is not None
+        if not slot.done:
+            if timeout is None:
+                while not slot.done:
+                    await backend.park(slot)
+            else:
+                with anyio.move_on_after(timeout):
+                    while not slot.done:
+                        await backend.park(slot)
+                if not slot.done:
+                    raise CallTimeout(f"no reply within {timeout} s")
+        if slot.reason is not None:
+            raise ServerExited(slot.reason)
+        return slot.value
+
+    def reply(self, ref: Ref, value: object) -> None:
+        """Reply to the call named *ref* (a GenServer's ``from_``), from any process.
+
+        A reply to a call that already timed out is discarded.
+        """
+        if ref.node != self.name:
+            if self.remote is not None:
+                self.remote.reply(ref, value)
+            return
+        slot = self._pending.get(ref.serial)
+        if slot is None or slot.done or ref.creation != self.creation:
+            return
+        slot.done = True
+        slot.value = value
+        w = slot._waiter
+        if w is not None:
+            slot._waiter = None
+            assert self._backend is not None
+            self._backend.unpark(w)
+
+    def cast(self, dest: Dest, msg: object) -> None:
+        """Send a GenServer cast; never fails because the server is dead (as OTP)."""
+        try:
+            self.send(dest, Cast(msg))
+        except NoProcError:
+            self.dead_letters += 1
+
+    # -- timers ----------------------------------------------------------------------
+
+    def send_after(self, delay: float, dest: Dest, msg: object) -> TimerRef:
+        """Send *msg* to *dest* after *delay* seconds; cancel with :meth:`cancel_timer`.
+
+        If the receiver's mailbox is full when the timer fires, the timer waits for room
+        rather than dropping the message.
+        """
+        if self._tg is None or self._closing:
+            raise NodeClosed(f"node {self.name} is not running")
+        ref = self.make_ref()
+        scope = anyio.CancelScope()
+        self._timers[ref.serial] = scope
+        self._tg.start_soon(self._fire_timer, ref, scope, delay, dest, msg, name="regency.timer")
+        return TimerRef(ref)
+
+    async def _fire_timer(
+        self, ref: Ref, scope: anyio.CancelScope, delay: float, dest: Dest, msg: object
+    ) -> None:
+        with scope:
+            await anyio.sleep(delay)
+            self._timers.pop(ref.serial, None)
+            try:
+                await self.send_wait(dest, msg)
+            except NoProcError:
+                self.dead_letters += 1
+        self._timers.pop(ref.serial, None)
+
+    def cancel_timer(self, timer: TimerRef) -> bool:
+        """Cancel a timer; returns False if it already fired or was cancelled."""
+        scope = self._timers.pop(timer.ref.serial, None)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    # -- incoming from other nodes ---------------------------------------------------
+
+    def remote_link(self, frm: Pid, to: Pid) -> None:
+        """A remote process *frm* linked itself to local *to*."""
+        proc = self._lookup(to)
+        if proc is None:
+            if self.remote is not None:
+                self.remote.exit(to, frm, NOPROC, link=True)
+            return
+        if proc.links is None:
+            proc.links = set()
+        proc.links.add(frm)
+
+    def remote_unlink(self, frm: Pid, to: Pid) -> None:
+        """A remote process *frm* removed its link to local *to*."""
+        proc = self._lookup(to)
+        if proc is not None and proc.links:
+            proc.links.discard(frm)
+
+    def remote_exit(self, frm: Pid, to: Pid, reason: ExitReason, *, link: bool) -> None:
+        """An exit signal from a remote process arrived for local *to*."""
+        proc = self._lookup(to)
+        if proc is None:
+            return
+        if link:
+            if not proc.links or frm not in proc.links:
+                return  # the link was removed meanwhile: the signal is stale
+            proc.links.discard(frm)
+        self._signal(proc, frm, reason, link=link)
+
+    def remote_monitor(self, ref: Ref, watcher: Pid | None, target: Pid | str) -> None:
+        """A remote *watcher* monitors local *target*; DOWN goes back over the wire."""
+        tpid = self._names.get(target) if isinstance(target, str) else target
+        tproc = self._lookup(tpid) if tpid is not None else None
+        rec = _Monitor(ref, watcher, tpid or Pid(self.name, -1, self.creation), None)
+        if tproc is None:
+            if self.remote is not None:
+                self.remote.down(ref, rec.target, NOPROC, ref.node)
+            return
+        if tproc.watchers is None:
+            tproc.watchers = {}
+        tproc.watchers[ref] = rec
+
+    def remote_demonitor(self, ref: Ref, target: Pid | str) -> None:
+        """A remote watcher cancelled its monitor on local *target*."""
+        tpid = self._names.get(target) if isinstance(target, str) else target
+        tproc = self._lookup(tpid) if tpid is not None else None
+        if tproc is not None and tproc.watchers:
+            tproc.watchers.pop(ref, None)
+        elif tproc is None:  # by ref alone, when a name was used
+            for proc in self._procs.values():
+                if proc.watchers and ref in proc.watchers:
+                    del proc.watchers[ref]
+                    break
+
+    def remote_down(self, ref: Ref, target: Pid, reason: ExitReason) -> None:
+        """A process this node monitors on another node is gone."""
+        rec = self._remote_monitors.pop(ref, None)
+        if rec is None:
+            return
+        if target.serial != -1:
+            rec.target = target
+        self._fire_down(rec, reason)
+
+    def node_down(self, node: str) -> None:
+        """The connection to *node* is lost: fire its links and monitors with ``NoConnection``.
+
+        Monitors on that node's processes deliver ``Down(..., NoConnection(node))``;
+        local processes linked to its processes get the exit signal ``NoConnection(node)``;
+        its processes' monitors on local processes are forgotten.
+        """
+        reason = NoConnection(node)
+        for rec in [r for r in self._remote_monitors.values() if _node_of(r) == node]:
+            self._fire_down(rec, reason)
+        for proc in list(self._procs.values()):
+            if proc.watchers:
+                for ref in [
+                    r for r, m in proc.watchers.items() if m.watcher and m.watcher.node == node
+                ]:
+                    del proc.watchers[ref]
+            if proc.links:
+                gone = [p for p in proc.links if p.node == node]
+                for p in gone:
+                    proc.links.discard(p)
+                    self._signal(proc, p, reason, link=True)
+        self._log.warning("node_down", peer=node)
+
+
+def _node_of(rec: _Monitor) -> str:
+    return rec.target.node
+
+
+def current_process() -> Process:
+    """The process this code runs in. Raises NotInProcess outside a process."""
+    proc = _current_process.get()
+    if proc is None:
+        raise NotInProcess("this must be called from inside a process")
+    return proc
+
+
+def current_node() -> Node:
+    """The node of the current process, or the innermost ``async with Node()`` block."""
+    proc = _current_process.get()
+    if proc is not None:
+        return proc.node
+    node = _current_node.get()
+    if node is None:
+        raise NotInProcess("no current node: call this inside a process or `async with Node()`")
+    return node
+
+
+__all__ = [
+    "Dest",
+    "MailboxFull",
+    "Node",
+    "Process",
+    "Remote",
+    "current_node",
+    "current_process",
+]
