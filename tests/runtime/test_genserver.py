@@ -1,0 +1,304 @@
+"""GenServer: calls, casts, deferred replies, stop, terminate, and failing servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+import runtime
+from runtime import (
+    NOREPLY,
+    CallTimeout,
+    Crashed,
+    From,
+    GenServer,
+    Node,
+    NoProc,
+    ServerExited,
+    Shutdown,
+    StartFailed,
+    Stop,
+)
+from tests.conftest import run_on
+
+
+class Counter(GenServer):
+    """A counter with every kind of request the tests need."""
+
+    async def init(self, start: int = 0, log: list[Any] | None = None) -> None:
+        self.n = start
+        self.log = log if log is not None else []
+        self.deferred: list[From] = []
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        match request:
+            case ("add", k):
+                self.n += k
+                return self.n
+            case "get":
+                return self.n
+            case "crash":
+                raise ZeroDivisionError("asked to crash")
+            case "defer":
+                self.deferred.append(from_)
+                return NOREPLY
+            case "release":
+                for f in self.deferred:
+                    runtime.reply(f, "released")
+                return len(self.deferred)
+            case "stop":
+                raise Stop(Shutdown("asked"), reply="bye")
+            case ("sleep", s):
+                await anyio.sleep(s)
+                return "slept"
+        return await super().handle_call(request, from_)
+
+    async def handle_cast(self, msg: Any) -> None:
+        self.n += msg
+
+    async def handle_info(self, msg: Any) -> None:
+        self.log.append(("info", msg))
+
+    async def terminate(self, reason: runtime.ExitReason) -> None:
+        self.log.append(("terminate", reason))
+
+
+class TestCall:
+    def test_call_and_cast_in_order(self, run: Any) -> None:
+        """Calls return handle_call's value; casts apply before later calls from the same sender."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 10)
+                assert await node.call(srv, ("add", 5)) == 15
+                node.cast(srv, 100)
+                assert await node.call(srv, "get") == 115
+
+        run(scenario)
+
+    def test_call_from_inside_a_process(self, run: Any) -> None:
+        """A process calls a server with runtime.call."""
+        got: list[Any] = []
+
+        async def client(srv: runtime.Pid) -> None:
+            got.append(await runtime.call(srv, ("add", 1)))
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                node.spawn(client, srv)
+                await anyio.sleep(1)
+
+        run(scenario)
+        assert got == [1]
+
+    def test_deferred_reply_from_another_call(self, run: Any) -> None:
+        """A call answered NOREPLY is replied to later, possibly while handling another call."""
+        got: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node, anyio.create_task_group() as tg:
+                srv = await node.start_server(Counter)
+
+                async def waiter() -> None:
+                    got.append(await node.call(srv, "defer", timeout=None))
+
+                tg.start_soon(waiter)
+                tg.start_soon(waiter)
+                await anyio.sleep(1)
+                assert got == []
+                assert await node.call(srv, "release") == 2
+
+        run(scenario)
+        assert got == ["released", "released"]
+
+    def test_call_to_dead_server_fails_at_once_with_noproc(self) -> None:
+        """Calling a dead pid raises ServerExited(NoProc) without waiting for the timeout."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                node.exit(srv, runtime.Kill())
+                await anyio.sleep(0.1)
+                t0 = trio.current_time()
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, "get", timeout=30)
+                assert info.value.reason == NoProc()
+                assert trio.current_time() == t0
+
+        run_on("trio", scenario)
+
+    def test_call_to_unregistered_name_fails_with_noproc(self, run: Any) -> None:
+        """Calling a name nobody holds raises ServerExited(NoProc)."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                with pytest.raises(ServerExited) as info:
+                    await node.call("nobody", "get")
+                assert info.value.reason == NoProc()
+
+        run(scenario)
+
+    def test_server_crash_mid_call_fails_call_with_reason(self, run: Any) -> None:
+        """A server that crashes handling a call fails that call at once with Crashed."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, "crash", timeout=30)
+                reason = info.value.reason
+                assert isinstance(reason, Crashed)
+                assert reason.kind == "ZeroDivisionError"
+                assert not node.is_alive(srv)
+
+        run(scenario)
+
+    def test_server_killed_while_call_pending(self) -> None:
+        """A server killed while a call waits fails the call at the kill, not the timeout."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node, anyio.create_task_group() as tg:
+                srv = await node.start_server(Counter)
+                tg.start_soon(_kill_later, node, srv, 2.0)
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, ("sleep", 100), timeout=50)
+                assert info.value.reason == runtime.Killed()
+                assert trio.current_time() == 2.0
+
+        run_on("trio", scenario)
+
+    def test_call_timeout_exact_and_late_reply_discarded(self) -> None:
+        """A call times out at exactly its timeout; the late reply never shows up anywhere."""
+        got: list[Any] = []
+
+        async def client(srv: runtime.Pid) -> None:
+            with pytest.raises(CallTimeout):
+                await runtime.call(srv, ("sleep", 10), timeout=5)
+            got.append(trio.current_time())
+            await anyio.sleep(20)
+            with pytest.raises(runtime.ReceiveTimeout):
+                await runtime.receive(timeout=0)
+            got.append("mailbox empty")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                node.spawn(client, srv)
+                await anyio.sleep(30)
+                assert await node.call(srv, "get") == 0
+
+        run_on("trio", scenario)
+        assert got == [5.0, "mailbox empty"]
+
+    def test_unexpected_call_crashes_server(self, run: Any) -> None:
+        """The default handle_call crashes the server: an unexpected call is a bug."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, "what?")
+                assert isinstance(info.value.reason, Crashed)
+                assert info.value.reason.kind == "NotImplementedError"
+
+        run(scenario)
+
+
+async def _kill_later(node: Node, pid: runtime.Pid, delay: float) -> None:
+    await anyio.sleep(delay)
+    node.exit(pid, runtime.Kill())
+
+
+class TestLifecycle:
+    def test_stop_replies_then_terminates(self, run: Any) -> None:
+        """Stop(reason, reply=...) answers the caller, runs terminate, and exits with reason."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 0, log)
+                assert await node.call(srv, "stop") == "bye"
+                await anyio.sleep(0.1)
+                assert not node.is_alive(srv)
+
+        run(scenario)
+        assert log == [("terminate", Shutdown("asked"))]
+
+    def test_terminate_runs_on_exit_signal_but_not_on_kill(self, run: Any) -> None:
+        """terminate runs when the server is stopped by a signal, never when it is killed."""
+        log_a: list[Any] = []
+        log_b: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                a = await node.start_server(Counter, 0, log_a)
+                b = await node.start_server(Counter, 0, log_b)
+                node.exit(a, Shutdown("bye"))
+                node.exit(b, runtime.Kill())
+                await anyio.sleep(0.1)
+
+        run(scenario)
+        assert log_a == [("terminate", Shutdown("bye"))]
+        assert log_b == []
+
+    def test_init_failure_fails_start(self, run: Any) -> None:
+        """An init that raises makes start_server raise StartFailed with the crash."""
+
+        class Bad(GenServer):
+            async def init(self) -> None:
+                raise OSError("no disk")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                with pytest.raises(StartFailed) as info:
+                    await node.start_server(Bad)
+                assert isinstance(info.value.reason, Crashed)
+                assert info.value.reason.message == "no disk"
+                assert node.process_count == 0
+
+        run(scenario)
+
+    def test_init_timeout_kills_server(self) -> None:
+        """An init slower than its timeout is killed and start fails at the timeout."""
+
+        class Slow(GenServer):
+            async def init(self) -> None:
+                await anyio.sleep(100)
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                with pytest.raises(StartFailed):
+                    await node.start_server(Slow, timeout=3)
+                assert trio.current_time() == 3.0
+                await anyio.sleep(0.1)
+                assert node.process_count == 0
+
+        run_on("trio", scenario)
+
+    def test_info_messages_reach_handle_info(self, run: Any) -> None:
+        """Plain messages and Down messages go to handle_info."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 0, log)
+                node.send(srv, "hello")
+                await node.call(srv, "get")
+
+        run(scenario)
+        assert log[0] == ("info", "hello")
+
+    def test_named_server(self, run: Any) -> None:
+        """A server started with a name is reachable by that name."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 7, name="counter")
+                assert node.whereis("counter") == srv
+                assert await node.call("counter", "get") == 7
+
+        run(scenario)
