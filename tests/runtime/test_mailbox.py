@@ -21,7 +21,7 @@ async def settle() -> None:
 
 class TestBound:
     def test_overflow_raises_to_sender_and_counts(self, run: Any) -> None:
-        """At the bound, send raises MailboxFull to the sender; nothing is enqueued; it is counted."""
+        """At the bound, send raises MailboxFull to the sender, enqueues nothing, and counts it."""
 
         async def scenario() -> None:
             async with Node("n1") as node:
