@@ -125,14 +125,14 @@ __all__ = [
     "delete_child",
     "get_childspec",
     "restart_child",
-    "server",
+    "server_spec",
     "start_child",
     "start_supervisor",
     "stop",
-    "supervisor",
+    "supervisor_spec",
     "terminate_child",
     "which_children",
-    "worker",
+    "worker_spec",
 ]
 
 log = structlog.get_logger("regency")
@@ -762,7 +762,7 @@ class Supervisor:
 
     Subclass it and implement :meth:`init`; start it with
     ``await MySup.start(*args, name=..., link=...)``; put it under another supervisor
-    with ``supervisor("id", MySup, *args)``.
+    with ``supervisor_spec("id", MySup, *args)``.
     """
 
     rng: ClassVar[random.Random | None] = None
@@ -944,7 +944,7 @@ async def _start_gen_server(
     return await runtime.start_server(cls, *args, link=True, name=name, timeout=timeout)
 
 
-def worker(
+def worker_spec(
     id: str,
     fn: Callable[..., Awaitable[Any]],
     *args: Any,
@@ -974,7 +974,7 @@ def worker(
     )
 
 
-def server(
+def server_spec(
     id: str,
     cls: type[GenServer],
     *args: Any,
@@ -1014,7 +1014,7 @@ async def _start_nested_cls(cls: type[Supervisor], name: str | None, *args: Any)
     return await cls.start(*args, name=name, link=True)
 
 
-def supervisor(
+def supervisor_spec(
     id: str,
     children: Sequence[ChildSpec] | type[Supervisor],
     *args: Any,
@@ -1027,8 +1027,8 @@ def supervisor(
 ) -> ChildSpec:
     """A spec for a nested supervisor (type ``SUPERVISOR``, shutdown ``INFINITY``).
 
-    Either ``supervisor(id, [specs...], flags=SupFlags(...))`` or
-    ``supervisor(id, MySupervisor, *init_args)``.
+    Either ``supervisor_spec(id, [specs...], flags=SupFlags(...))`` or
+    ``supervisor_spec(id, MySupervisor, *init_args)``.
 
     Raises:
         TypeError: *flags* given with a :class:`Supervisor` class, or *args* with a list.
