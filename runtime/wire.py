@@ -1,0 +1,1229 @@
+"""The wire codec of distribution: frames, values and operations. Pure: no sockets, no clock.
+
+Frames
+    Every frame is a 4-byte big-endian unsigned length followed by that many bytes of
+    msgpack, the *body*. A body is exactly one msgpack value: trailing bytes are an
+    error. A length of zero, or above the decoder's ``max_frame`` (default
+    :data:`MAX_FRAME`, 8 MiB), is rejected as soon as the four length bytes arrive,
+    before any of the body is read or buffered.
+
+Operations
+    The body of every frame is an *operation*: a msgpack array ``[opcode, *fields]``.
+    Each operation is a small immutable ``NamedTuple`` class below (compare them by
+    class too: ``Link(a, b) != Unlink(a, b)``), so a shell dispatches with ``match``:
+
+    ====  ==============  ====================================================
+    code  class           meaning
+    ====  ==============  ====================================================
+     1    :class:`Send`        deliver ``msg`` to ``to`` (a Pid or a Name)
+     2    :class:`Link`        ``from_`` links to ``to``
+     3    :class:`Unlink`      ``from_`` removes its link to ``to``
+     4    :class:`Exit`        an exit signal, ``exit(to, reason)`` sent by ``from_``
+     5    :class:`LinkExit`    linked ``from_`` ended with ``reason``; ``to`` drops the
+                               link, then handles the signal
+     6    :class:`Monitor`     ``watcher`` monitors ``target`` under ``ref``
+     7    :class:`Demonitor`   drop the monitor ``ref`` on ``target``
+     8    :class:`Down`        the monitored ``target`` ended with ``reason``
+     9    :class:`CallReply`   the reply ``value`` to the call ``ref`` of ``to``
+    10    :class:`Heartbeat`   keep-alive; carries nothing
+    11    :class:`Goodbye`     the sender closes the connection on purpose
+    16    :class:`Hello`       handshake: versions, name, creation, nonce
+    17    :class:`Challenge`   handshake: chosen version, name, creation, nonce
+    18    :class:`Proof`       handshake: an HMAC-SHA256 digest
+    19    :class:`Reject`      handshake: the sender refuses, with a reason
+    ====  ==============  ====================================================
+
+    Opcodes 16-19 are accepted only by a decoder made with ``handshake=True`` (see
+    :mod:`runtime.handshake`), and opcodes 1-11 only by one made without it.
+
+Values
+    Inside operations travel msgpack's own types (None, bool, int of 64 bits, float, str,
+    bytes, list, dict with str or bytes keys) plus these ext types:
+
+    ====  =========================================================================
+    ext   value
+    ====  =========================================================================
+     1    :class:`~runtime.pid.Pid`: ``>QQ`` serial and creation, then the node in UTF-8
+     2    :class:`~runtime.pid.Ref`: same layout as a Pid
+     3    an :class:`~runtime.reasons.ExitReason`: ``[tag, *fields]``; ``Crashed``
+          travels as kind, message and traceback, never with its exception
+     4    a tuple: its items as a msgpack array. Tuples stay tuples and lists stay lists
+     5    :class:`~runtime.pid.Name`: ``[name, node]``
+    10    a registered class (see :class:`Registry`): ``[type name, *field values]``
+    ====  =========================================================================
+
+    ``msgpack.Timestamp`` (ext -1) passes as msgpack defines it; any other ext code is a
+    :class:`~runtime.errors.ProtocolError`. ``bytearray`` and ``memoryview`` arrive as
+    ``bytes``. Only exact built-in types travel: subclasses of them (an ``OrderedDict``,
+    a ``NamedTuple``, an ``IntEnum`` that was not registered) and every other class
+    raise :class:`~runtime.errors.Unregistered` on the sender. Nothing is ever pickled,
+    evaluated or imported by a name read from the wire.
+
+Limits
+    A value may nest at most ``max_depth`` (default :data:`MAX_DEPTH`, 64) levels, where
+    lists, tuples, dicts, registered attrs instances and exit reasons each count one
+    level and the operation itself is the first. The sender refuses a deeper value with
+    ``ValueError``; the receiver rejects it with ``ProtocolError`` and never recurses
+    deeper than the limit. Strings, byte strings, arrays, maps and ext payloads cannot be
+    longer than the frame that holds them, so no allocation exceeds the frame limit.
+
+Errors
+    A decoder that raised :class:`~runtime.errors.ProtocolError` is *poisoned*: the stream
+    is desynchronized, and every later :meth:`FrameDecoder.feed` raises again. The shell
+    closes the connection. Encoding raises :class:`~runtime.errors.Unregistered` for a
+    value of a class that may not travel and ``ValueError`` for a value out of range
+    (an int beyond 64 bits, a str with surrogates, too deep, a frame over the limit);
+    the encoder stays usable.
+
+Neither class is thread-safe: use one encoder and one decoder per connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar, final, overload
+
+import attrs
+import msgpack
+
+from .errors import ProtocolError, Unregistered
+from .pid import Name, Pid, Ref
+from .reasons import (
+    KILL,
+    KILLED,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    Abnormal,
+    Crashed,
+    ExitReason,
+    Kill,
+    Killed,
+    NoConnection,
+    NoProc,
+    Normal,
+    Shutdown,
+)
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "EXT_MESSAGE",
+    "EXT_NAME",
+    "EXT_PID",
+    "EXT_REASON",
+    "EXT_REF",
+    "EXT_TUPLE",
+    "HANDSHAKE_MAX_FRAME",
+    "MAX_DEPTH",
+    "MAX_FRAME",
+    "OPCODES",
+    "CallReply",
+    "Challenge",
+    "Demonitor",
+    "Down",
+    "Exit",
+    "FrameDecoder",
+    "FrameEncoder",
+    "Goodbye",
+    "Heartbeat",
+    "Hello",
+    "Link",
+    "LinkExit",
+    "Monitor",
+    "Op",
+    "Proof",
+    "Registry",
+    "Reject",
+    "Send",
+    "Unlink",
+    "encode",
+    "encode_many",
+    "message",
+    "pack_value",
+    "register_message",
+    "unpack_value",
+]
+
+MAX_FRAME: Final = 8 * 1024 * 1024
+"""Default largest frame body, in bytes (8 MiB)."""
+
+MAX_DEPTH: Final = 64
+"""Default deepest nesting of a value, counting the operation as level 1."""
+
+HANDSHAKE_MAX_FRAME: Final = 4096
+"""Largest frame body accepted before the peer is authenticated."""
+
+EXT_PID: Final = 1
+EXT_REF: Final = 2
+EXT_REASON: Final = 3
+EXT_TUPLE: Final = 4
+EXT_NAME: Final = 5
+EXT_MESSAGE: Final = 10
+
+_T = TypeVar("_T")
+_C = TypeVar("_C", bound=type)
+
+_LENGTH = struct.Struct(">I")
+_IDENT = struct.Struct(">QQ")  # serial, creation of a Pid or Ref
+_U64: Final = 2**64
+_CACHE_MAX: Final = 4096  # entries of each pid/ref cache; cleared when full
+
+_ExtType: Any = msgpack.ExtType
+_new_tuple = tuple.__new__
+
+# Bytes that can start a container (array, map, ext) in msgpack. A value nested D deep
+# needs at least D of them in its encoding, so a body holding no more than ``max_depth``
+# of them needs no walk to prove its depth.
+# ``body.translate(_HEADS)`` maps each map head to 2, every other container head to 1
+# and all other bytes to 0.
+_MAP_HEADS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+_CONTAINER_HEADS = frozenset(range(0x90, 0xA0)) | {
+    0xC7,
+    0xC8,
+    0xC9,
+    0xD4,
+    0xD5,
+    0xD6,
+    0xD7,
+    0xD8,
+    0xDC,
+    0xDD,
+}
+_HEADS = bytes(2 if b in _MAP_HEADS else 1 if b in _CONTAINER_HEADS else 0 for b in range(256))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@attrs.frozen
+class _Entry:
+    name: str
+    cls: type
+    # Field values of an instance, in order; None for an enum (encoded by its value).
+    values: Callable[[Any], tuple[Any, ...]] | None
+    # Builds an instance from decoded field values.
+    build: Callable[[list[Any]], object]
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if not names:
+        return lambda obj: ()
+    if len(names) == 1:
+        get_one = operator.attrgetter(names[0])
+        return lambda obj: (get_one(obj),)
+    return operator.attrgetter(*names)
+
+
+@final
+class Registry:
+    """The classes whose instances may travel, each under a name stable across processes.
+
+    A class is known on the wire by its *name*, never by the order of registration:
+    ``module.qualname`` by default, or one given explicitly (shorter frames, and the
+    class may move between modules). Every node must register the same classes under
+    the same names. attrs classes travel as their ``init`` fields in declaration order
+    (frozen classes are recommended); the field order is the schema, so add new fields
+    only at the end, with defaults. ``Enum`` classes (``IntEnum``, ``StrEnum`` ...)
+    travel as their member's value. Decoding runs the class's ``__init__`` with its
+    validators and converters, so keep them free of side effects.
+
+    :data:`DEFAULT_REGISTRY` serves :func:`register_message` and :func:`message`; make a
+    separate ``Registry()`` to isolate a set of classes (tests, plugins).
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, _Entry] = {}
+        self._by_name: dict[str, _Entry] = {}
+
+    def register(self, cls: _C, name: str | None = None) -> _C:
+        """Allow instances of *cls* on the wire under *name*; returns *cls*.
+
+        Registering the same class under the same name again does nothing.
+
+        Raises:
+            TypeError: *cls* is neither an attrs class nor an ``Enum``.
+            ValueError: the name is taken by another class, the class is registered
+                under another name, or the name is empty or longer than 255 characters.
+        """
+        if name is None:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(name, str) or not 0 < len(name) <= 255:
+            raise ValueError(f"a wire name must be a str of 1..255 characters, not {name!r}")
+        if cls in _BUILTIN_TYPES:
+            raise ValueError(f"{cls.__qualname__} travels natively; it cannot be registered")
+        old = self._by_type.get(cls)
+        if old is not None:
+            if old.name == name:
+                return cls
+            raise ValueError(f"{cls.__qualname__} is already registered as {old.name!r}")
+        taken = self._by_name.get(name)
+        if taken is not None:
+            raise ValueError(f"wire name {name!r} is already taken by {taken.cls.__qualname__}")
+        entry = self._entry(cls, name)
+        self._by_type[cls] = entry
+        self._by_name[name] = entry
+        return cls
+
+    @overload
+    def message(self, cls: _C) -> _C: ...
+
+    @overload
+    def message(self, cls: None = None, *, name: str | None = None) -> Callable[[_C], _C]: ...
+
+    def message(self, cls: Any = None, *, name: str | None = None) -> Any:
+        """Decorator form of :meth:`register`: ``@reg.message`` or ``@reg.message(name="x")``."""
+        if cls is not None:
+            return self.register(cls)
+
+        def decorate(c: _C) -> _C:
+            return self.register(c, name)
+
+        return decorate
+
+    def name_of(self, cls: type) -> str:
+        """The wire name of *cls*.
+
+        Raises:
+            Unregistered: *cls* was never registered here.
+        """
+        entry = self._by_type.get(cls)
+        if entry is None:
+            raise _unregistered(cls)
+        return entry.name
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._by_type
+
+    @staticmethod
+    def _entry(cls: type, name: str) -> _Entry:
+        if isinstance(cls, type) and issubclass(cls, enum.Enum):
+            enum_cls: Any = cls
+            return _Entry(name, cls, None, lambda v: enum_cls(*v))
+        if not (isinstance(cls, type) and attrs.has(cls)):
+            raise TypeError(f"only attrs classes and Enum classes can be registered, not {cls!r}")
+        init_fields = [a for a in attrs.fields(cls) if a.init]
+        names = [a.name for a in init_fields]
+        ctor: Any = cls
+        if any(a.kw_only for a in init_fields):
+            aliases = [a.alias for a in init_fields]
+
+            def build(v: list[Any]) -> object:
+                if len(v) > len(aliases):
+                    raise TypeError(f"{len(v)} values for {len(aliases)} fields")
+                return ctor(**dict(zip(aliases, v, strict=False)))
+
+        else:
+
+            def build(v: list[Any]) -> object:
+                return ctor(*v)
+
+        return _Entry(name, cls, _getter(names), build)
+
+
+DEFAULT_REGISTRY: Final = Registry()
+"""The registry that :func:`register_message`, :func:`message` and the codecs use by default."""
+
+register_message = DEFAULT_REGISTRY.register
+message = DEFAULT_REGISTRY.message
+
+
+def _unregistered(cls: type) -> Unregistered:
+    return Unregistered(
+        f"{cls.__module__}.{cls.__qualname__} is not registered for the wire: register it "
+        "with runtime.wire.register_message (attrs classes and Enum classes only), or send "
+        "built-in msgpack types"
+    )
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _by_class(cls: type[_T]) -> type[_T]:
+    """Make NamedTuple operations compare equal only within their own class."""
+
+    def __eq__(self: tuple[Any, ...], other: object) -> bool:
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def __ne__(self: tuple[Any, ...], other: object) -> bool:
+        return not __eq__(self, other)
+
+    cls.__eq__ = __eq__  # type: ignore[assignment,method-assign]
+    cls.__ne__ = __ne__  # type: ignore[assignment,method-assign]
+    cls.__hash__ = tuple.__hash__  # type: ignore[assignment]
+    return cls
+
+
+@_by_class
+class Send(NamedTuple):
+    """SEND (1): deliver *msg* to the process *to* (a Pid, or a Name registered there)."""
+
+    to: Pid | Name
+    msg: object
+    sender: Pid | None = None
+
+
+@_by_class
+class Link(NamedTuple):
+    """LINK (2): *from_* links itself to *to*; *to*'s node completes the other half."""
+
+    from_: Pid
+    to: Pid
+
+
+@_by_class
+class Unlink(NamedTuple):
+    """UNLINK (3): *from_* removes its link with *to*."""
+
+    from_: Pid
+    to: Pid
+
+
+@_by_class
+class Exit(NamedTuple):
+    """EXIT (4): the exit signal ``exit(to, reason)`` sent by *from_*; links are untouched."""
+
+    from_: Pid
+    to: Pid
+    reason: ExitReason
+
+
+@_by_class
+class LinkExit(NamedTuple):
+    """LINK_EXIT (5): *from_*, linked to *to*, ended with *reason*.
+
+    *to*'s node removes the link, then treats the signal as Erlang does: it kills *to*
+    unless *reason* is normal or *to* traps exits (then *to* gets an EXIT message).
+    """
+
+    from_: Pid
+    to: Pid
+    reason: ExitReason
+
+
+@_by_class
+class Monitor(NamedTuple):
+    """MONITOR (6): *watcher* monitors *target* (a Pid or a Name) under *ref*."""
+
+    ref: Ref
+    watcher: Pid
+    target: Pid | Name
+
+
+@_by_class
+class Demonitor(NamedTuple):
+    """DEMONITOR (7): drop the monitor *ref* held on *target*."""
+
+    ref: Ref
+    target: Pid | Name
+
+
+@_by_class
+class Down(NamedTuple):
+    """DOWN (8): the *target* monitored under *ref* by *watcher* ended with *reason*."""
+
+    ref: Ref
+    target: Pid | Name
+    reason: ExitReason
+    watcher: Pid
+
+
+@_by_class
+class CallReply(NamedTuple):
+    """CALL_REPLY (9): *value* answers the call named *ref* made by the process *to*."""
+
+    ref: Ref
+    value: object
+    to: Pid
+
+
+@_by_class
+class Heartbeat(NamedTuple):
+    """HEARTBEAT (10): the sender is alive. Sent when the connection has been idle."""
+
+
+@_by_class
+class Goodbye(NamedTuple):
+    """GOODBYE (11): the sender closes the connection on purpose (e.g. its node stops)."""
+
+    reason: str = ""
+
+
+@_by_class
+class Hello(NamedTuple):
+    """HELLO (16): the initiator's opening: versions it speaks, its name and creation, a nonce."""
+
+    versions: tuple[int, ...]
+    name: str
+    creation: int
+    nonce: bytes
+
+
+@_by_class
+class Challenge(NamedTuple):
+    """CHALLENGE (17): the acceptor's answer: the chosen version, its name and creation, a nonce."""
+
+    version: int
+    name: str
+    creation: int
+    nonce: bytes
+
+
+@_by_class
+class Proof(NamedTuple):
+    """PROOF (18): an HMAC-SHA256 digest proving knowledge of the shared secret."""
+
+    digest: bytes
+
+
+@_by_class
+class Reject(NamedTuple):
+    """REJECT (19): the sender refuses the handshake, for the stated reason."""
+
+    reason: str
+
+
+Op: TypeAlias = (
+    Send
+    | Link
+    | Unlink
+    | Exit
+    | LinkExit
+    | Monitor
+    | Demonitor
+    | Down
+    | CallReply
+    | Heartbeat
+    | Goodbye
+    | Hello
+    | Challenge
+    | Proof
+    | Reject
+)
+
+OPCODES: Final[dict[type, int]] = {
+    Send: 1,
+    Link: 2,
+    Unlink: 3,
+    Exit: 4,
+    LinkExit: 5,
+    Monitor: 6,
+    Demonitor: 7,
+    Down: 8,
+    CallReply: 9,
+    Heartbeat: 10,
+    Goodbye: 11,
+    Hello: 16,
+    Challenge: 17,
+    Proof: 18,
+    Reject: 19,
+}
+"""The opcode of each operation class."""
+
+_OP_HELLO: Final = 16
+_REASON_TYPES: Final = frozenset(
+    {Normal, Shutdown, Kill, Killed, Crashed, NoProc, NoConnection, Abnormal}
+)
+_BUILTIN_TYPES: Final = frozenset(
+    {type(None), bool, int, float, str, bytes, list, tuple, dict, Pid, Ref, Name}
+    | set(_REASON_TYPES)
+    | set(OPCODES)
+)
+# Types that never hold another value: the depth walk skips them.
+_LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes, Pid, Ref, Name})
+
+
+def _is_dest(x: object) -> bool:
+    t = type(x)
+    return t is Pid or t is Name
+
+
+def _is_u64(x: object) -> bool:
+    return type(x) is int and 0 <= x < _U64
+
+
+def _is_name(x: object) -> bool:
+    return type(x) is str and 0 < len(x) <= 255
+
+
+# One check per opcode, over the whole array ``[opcode, *fields]``: the decoder applies it
+# to what arrives, and the encoder to what it is asked to send, so a local mistake is the
+# sender's TypeError and never a frame that makes the peer drop the connection.
+_CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
+    1: lambda a: len(a) == 4 and _is_dest(a[1]) and (a[3] is None or type(a[3]) is Pid),
+    2: lambda a: len(a) == 3 and type(a[1]) is Pid and type(a[2]) is Pid,
+    3: lambda a: len(a) == 3 and type(a[1]) is Pid and type(a[2]) is Pid,
+    4: lambda a: (
+        len(a) == 4 and type(a[1]) is Pid and type(a[2]) is Pid and isinstance(a[3], ExitReason)
+    ),
+    5: lambda a: (
+        len(a) == 4 and type(a[1]) is Pid and type(a[2]) is Pid and isinstance(a[3], ExitReason)
+    ),
+    6: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[2]) is Pid and _is_dest(a[3]),
+    7: lambda a: len(a) == 3 and type(a[1]) is Ref and _is_dest(a[2]),
+    8: lambda a: (
+        len(a) == 5
+        and type(a[1]) is Ref
+        and _is_dest(a[2])
+        and isinstance(a[3], ExitReason)
+        and type(a[4]) is Pid
+    ),
+    9: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[3]) is Pid,
+    10: lambda a: len(a) == 1,
+    11: lambda a: len(a) == 2 and type(a[1]) is str,
+    16: lambda a: (
+        len(a) == 5
+        and type(a[1]) is list
+        and 0 < len(a[1]) <= 16
+        and all(_is_u64(v) for v in a[1])
+        and _is_name(a[2])
+        and _is_u64(a[3])
+        and type(a[4]) is bytes
+    ),
+    17: lambda a: (
+        len(a) == 5 and _is_u64(a[1]) and _is_name(a[2]) and _is_u64(a[3]) and type(a[4]) is bytes
+    ),
+    18: lambda a: len(a) == 2 and type(a[1]) is bytes,
+    19: lambda a: len(a) == 2 and type(a[1]) is str,
+}
+_OP_NAMES: Final = {
+    1: "SEND",
+    2: "LINK",
+    3: "UNLINK",
+    4: "EXIT",
+    5: "LINK_EXIT",
+    6: "MONITOR",
+    7: "DEMONITOR",
+    8: "DOWN",
+    9: "CALL_REPLY",
+    10: "HEARTBEAT",
+    11: "GOODBYE",
+    16: "HELLO",
+    17: "CHALLENGE",
+    18: "PROOF",
+    19: "REJECT",
+}
+_CLASSES: Final = {code: cls for cls, code in OPCODES.items()}
+
+
+# What a decoder accepts: opcode -> (class, check of the array ``[opcode, *fields]``).
+_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 12)}
+_HANDSHAKE_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(16, 20)}
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _walk(root: object, limit: int, by_type: dict[type, _Entry], keys: bool) -> str | None:
+    """What is wrong with *root*: nested deeper than *limit*, or (if *keys*) a dict key
+    msgpack's strict map keys refuse; None if nothing. Iterative: never a RecursionError."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    pop = stack.pop
+    push = stack.append
+    leaves = _LEAVES
+    while stack:
+        obj, depth = pop()
+        t = type(obj)
+        children: Iterable[Any]
+        if t is list or t is tuple:
+            children = obj
+        elif t is dict:
+            if keys and not _KEY_TYPES.issuperset(map(type, obj)):
+                bad = next(k for k in obj if type(k) not in _KEY_TYPES)
+                return f"dict key {bad!r} is not a str or bytes"
+            children = obj.values()
+        elif t is Abnormal:
+            children = (obj.value,)
+        elif t in _REASON_TYPES:
+            children = ()
+        else:
+            entry = by_type.get(t)
+            if entry is None or entry.values is None:
+                continue
+            children = entry.values(obj)
+        if depth > limit:
+            return f"value nested deeper than {limit} levels"
+        for child in children:
+            if type(child) not in leaves:
+                push((child, depth + 1))
+    return None
+
+
+_KEY_TYPES: Final = frozenset({str, bytes})
+
+
+class _Packing:
+    """Turns values into msgpack bodies; shared by :class:`FrameEncoder` and :func:`pack_value`.
+
+    *base* is the depth of the value packed: 1 for an operation, 0 for a bare value,
+    so that the ext nesting counted here is a lower bound of the real depth.
+    """
+
+    def __init__(self, registry: Registry, max_depth: int, base: int) -> None:
+        self.registry = registry
+        self.max_depth = max_depth
+        self._base = base
+        self._depth = base
+        # One packer per ext nesting level, made on first use: a level's packer is
+        # mid-pack while the payloads of its ext values are packed one level down.
+        self._packers: list[Any] = []
+        self._pid_cache: dict[Pid, Any] = {}
+        self._ref_cache: dict[Ref, Any] = {}
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Pid: self._pid,
+            Ref: self._ref,
+            tuple: self._tuple,
+            Name: self._name,
+            Shutdown: self._shutdown,
+            Crashed: self._crashed,
+            NoConnection: self._noconnection,
+            Abnormal: self._abnormal,
+        }
+        for cls, tag in ((Normal, 0), (Kill, 2), (Killed, 3), (NoProc, 5)):
+            self._handlers[cls] = _constant(
+                _new_tuple(_ExtType, (EXT_REASON, msgpack.packb([tag])))
+            )
+        self._shutdown_plain = _new_tuple(_ExtType, (EXT_REASON, msgpack.packb([1, None])))
+
+    def _packer(self, level: int) -> Any:
+        while len(self._packers) <= level:
+            self._packers.append(
+                msgpack.Packer(
+                    default=self._default,
+                    strict_types=True,
+                    use_bin_type=True,
+                    buf_size=64 * 1024 if not self._packers else 1024,
+                )
+            )
+        return self._packers[level]
+
+    def pack(self, value: object) -> bytes:
+        """The msgpack body of *value*; see the module doc for what can travel.
+
+        Raises:
+            Unregistered: a value of a class that may not travel.
+            ValueError: out of range, too deep, or a dict key that is not str or bytes.
+        """
+        self._depth = self._base
+        packers = self._packers
+        packer = packers[0] if packers else self._packer(0)
+        try:
+            body: bytes = packer.pack(value)
+        except (Unregistered, ValueError):
+            raise
+        except (OverflowError, TypeError) as exc:
+            raise ValueError(f"cannot encode value: {exc}") from exc
+        # The walk is needed only if a dict may be present (to check its keys), or if
+        # there are more container heads than levels allowed.
+        heads = body.translate(_HEADS)
+        limit = self.max_depth
+        if b"\x02" in heads or (len(body) > limit and len(heads) - heads.count(b"\x00") > limit):
+            problem = _walk(value, limit, self.registry._by_type, keys=True)
+            if problem is not None:
+                raise ValueError(f"cannot encode value: {problem}")
+        return body
+
+    def _default(self, obj: object) -> Any:
+        handler = self._handlers.get(type(obj))
+        if handler is not None:
+            return handler(obj)
+        entry = self.registry._by_type.get(type(obj))
+        if entry is not None:
+            return self._registered(entry, obj)
+        if type(obj) is int:
+            raise ValueError(f"integer {obj} does not fit in 64 bits")
+        raise _unregistered(type(obj))
+
+    def _nested(self, code: int, items: list[Any]) -> Any:
+        depth = self._depth + 1
+        if depth > self.max_depth:
+            raise ValueError(f"value nested deeper than {self.max_depth} levels")
+        self._depth = depth
+        try:
+            packers = self._packers
+            packer = packers[depth] if depth < len(packers) else self._packer(depth)
+            return _new_tuple(_ExtType, (code, packer.pack(items)))
+        finally:
+            self._depth = depth - 1
+
+    def _pid(self, pid: Pid) -> Any:
+        ext = self._pid_cache.get(pid)
+        if ext is None:
+            ext = _new_tuple(_ExtType, (EXT_PID, _ident(pid)))
+            if len(self._pid_cache) >= _CACHE_MAX:
+                self._pid_cache.clear()
+            self._pid_cache[pid] = ext
+        return ext
+
+    def _ref(self, ref: Ref) -> Any:
+        ext = self._ref_cache.get(ref)
+        if ext is None:
+            ext = _new_tuple(_ExtType, (EXT_REF, _ident(ref)))
+            if len(self._ref_cache) >= _CACHE_MAX:
+                self._ref_cache.clear()
+            self._ref_cache[ref] = ext
+        return ext
+
+    def _tuple(self, obj: tuple[Any, ...]) -> Any:
+        return self._nested(EXT_TUPLE, list(obj))
+
+    def _name(self, obj: Name) -> Any:
+        if type(obj.name) is not str or not _opt_str(obj.node):
+            raise ValueError(f"{obj!r} cannot travel: name and node must be str")
+        return _new_tuple(_ExtType, (EXT_NAME, msgpack.packb([obj.name, obj.node])))
+
+    def _shutdown(self, reason: Shutdown) -> Any:
+        if reason.detail is None:
+            return self._shutdown_plain
+        if type(reason.detail) is not str:
+            raise ValueError(f"{reason!r} cannot travel: detail must be a str or None")
+        return self._nested(EXT_REASON, [1, reason.detail])
+
+    def _crashed(self, reason: Crashed) -> Any:
+        fields = [4, reason.kind, reason.message, reason.traceback]
+        if not all(type(f) is str for f in fields[1:]):
+            raise ValueError(f"{reason!r} cannot travel: kind, message, traceback must be str")
+        return self._nested(EXT_REASON, fields)
+
+    def _noconnection(self, reason: NoConnection) -> Any:
+        if type(reason.node) is not str:
+            raise ValueError(f"{reason!r} cannot travel: node must be a str")
+        return self._nested(EXT_REASON, [6, reason.node])
+
+    def _abnormal(self, reason: Abnormal) -> Any:
+        return self._nested(EXT_REASON, [7, reason.value])
+
+    def _registered(self, entry: _Entry, obj: Any) -> Any:
+        if entry.values is None:
+            return self._nested(EXT_MESSAGE, [entry.name, obj.value])
+        return self._nested(EXT_MESSAGE, [entry.name, *entry.values(obj)])
+
+
+def _constant(ext: Any) -> Callable[[Any], Any]:
+    return lambda _: ext
+
+
+def _opt_str(x: object) -> bool:
+    return x is None or type(x) is str
+
+
+def _ident(x: Pid | Ref) -> bytes:
+    try:
+        return _IDENT.pack(x.serial, x.creation) + x.node.encode()
+    except (struct.error, AttributeError, TypeError) as exc:
+        raise ValueError(
+            f"{x!r} cannot travel: serial and creation must be ints in [0, 2**64), node a str"
+        ) from exc
+
+
+class _Unpacking:
+    """Turns msgpack bodies into values; shared by :class:`FrameDecoder` and :func:`unpack_value`.
+
+    *base* is as for :class:`_Packing`.
+    """
+
+    def __init__(
+        self, registry: Registry, max_depth: int, base: int, *, allow_ext: bool = True
+    ) -> None:
+        self.registry = registry
+        self.max_depth = max_depth
+        self.base = base
+        self.depth = base
+        self._pid_cache: dict[bytes, Pid] = {}
+        self._ref_cache: dict[bytes, Ref] = {}
+        self.ext_hook: Callable[[int, bytes], object] = (
+            self._ext_hook if allow_ext else self._no_ext_hook
+        )
+
+    def unpack(self, body: bytes | memoryview) -> object:
+        """Decode one complete body; raises ProtocolError for anything malformed."""
+        self.depth = self.base
+        try:
+            value = msgpack.unpackb(body, ext_hook=self.ext_hook)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # any failure on untrusted input is the peer's doing
+            raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from exc
+        self.check_depth(body, value)
+        return value
+
+    def check_depth(self, body: bytes | memoryview, value: object) -> None:
+        """Raise ProtocolError if *value*, decoded from *body*, nests too deep."""
+        limit = self.max_depth
+        if len(body) <= limit:
+            return
+        raw = body.tobytes() if isinstance(body, memoryview) else body
+        heads = raw.translate(_HEADS)
+        if len(heads) - heads.count(b"\x00") > limit:
+            problem = _walk(value, limit, self.registry._by_type, keys=False)
+            if problem is not None:
+                raise ProtocolError(problem)
+
+    def _no_ext_hook(self, code: int, data: bytes) -> object:
+        raise ProtocolError(f"ext type {code} is not allowed during the handshake")
+
+    def _ext_hook(self, code: int, data: bytes) -> object:
+        if code == EXT_PID:
+            pid = self._pid_cache.get(data)
+            if pid is None:
+                pid = Pid(*_unident(data, "pid"))
+                if len(self._pid_cache) >= _CACHE_MAX:
+                    self._pid_cache.clear()
+                self._pid_cache[data] = pid
+            return pid
+        if code == EXT_REF:
+            ref = self._ref_cache.get(data)
+            if ref is None:
+                ref = Ref(*_unident(data, "ref"))
+                if len(self._ref_cache) >= _CACHE_MAX:
+                    self._ref_cache.clear()
+                self._ref_cache[data] = ref
+            return ref
+        if code == EXT_TUPLE:
+            return tuple(self._nested(data, "tuple"))
+        if code == EXT_REASON:
+            return _reason(self._nested(data, "exit reason"))
+        if code == EXT_MESSAGE:
+            return self._message(self._nested(data, "registered message"))
+        if code == EXT_NAME:
+            try:
+                items = msgpack.unpackb(data, ext_hook=self._no_ext_hook)
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                raise ProtocolError(f"malformed name: {exc}") from exc
+            if (
+                type(items) is not list
+                or len(items) != 2
+                or type(items[0]) is not str
+                or not _opt_str(items[1])
+            ):
+                raise ProtocolError("malformed name")
+            return Name(items[0], items[1])
+        raise ProtocolError(f"unknown ext type {code}")
+
+    def _nested(self, data: bytes, what: str) -> list[Any]:
+        depth = self.depth + 1
+        if depth > self.max_depth:
+            raise ProtocolError(f"value nested deeper than {self.max_depth} levels")
+        self.depth = depth
+        try:
+            items = msgpack.unpackb(data, ext_hook=self.ext_hook)
+        finally:
+            self.depth = depth - 1
+        if type(items) is not list:
+            raise ProtocolError(f"malformed {what}: expected an array")
+        return items
+
+    def _message(self, items: list[Any]) -> object:
+        if not items or type(items[0]) is not str:
+            raise ProtocolError("malformed registered message: no type name")
+        entry = self.registry._by_name.get(items[0])
+        if entry is None:
+            raise ProtocolError(f"unknown message type {items[0]!r}: not registered here")
+        values = items[1:]
+        if entry.values is None and len(values) != 1:
+            raise ProtocolError(f"malformed enum {items[0]!r}")
+        try:
+            return entry.build(values)
+        except Exception as exc:
+            raise ProtocolError(
+                f"cannot build {items[0]!r} from its fields: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _unident(data: bytes, what: str) -> tuple[str, int, int]:
+    if len(data) < _IDENT.size:
+        raise ProtocolError(f"malformed {what}: {len(data)} bytes")
+    serial, creation = _IDENT.unpack_from(data)
+    try:
+        node = data[_IDENT.size :].decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"malformed {what}: node name is not UTF-8") from exc
+    return node, serial, creation
+
+
+def _reason(items: list[Any]) -> ExitReason:
+    n = len(items)
+    tag = items[0] if n else None
+    if n == 1:
+        if tag == 0:
+            return NORMAL
+        if tag == 2:
+            return KILL
+        if tag == 3:
+            return KILLED
+        if tag == 5:
+            return NOPROC
+    elif n == 2:
+        if tag == 1 and _opt_str(items[1]):
+            return SHUTDOWN if items[1] is None else Shutdown(items[1])
+        if tag == 6 and type(items[1]) is str:
+            return NoConnection(items[1])
+        if tag == 7:
+            return Abnormal(items[1])
+    elif n == 4 and tag == 4 and all(type(x) is str for x in items[1:]):
+        return Crashed(items[1], items[2], items[3])
+    raise ProtocolError(f"malformed exit reason with tag {tag!r}")
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@final
+class FrameEncoder:
+    """Encodes operations into frames (length prefix + msgpack body).
+
+    Args:
+        registry: the classes allowed to travel; default :data:`DEFAULT_REGISTRY`.
+        max_frame: the largest body this encoder produces, in bytes; must not exceed
+            what the peer's decoder accepts.
+        max_depth: the deepest value it encodes; must not exceed the peer's limit.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        max_frame: int = MAX_FRAME,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        if not 0 < max_frame < 2**32:
+            raise ValueError(f"max_frame must be in [1, 2**32), not {max_frame}")
+        if max_depth < 2:
+            raise ValueError(f"max_depth must be at least 2, not {max_depth}")
+        self.max_frame = max_frame
+        self._packing = _Packing(registry or DEFAULT_REGISTRY, max_depth, base=1)
+
+    def encode(self, op: Op) -> bytes:
+        """One frame holding *op*.
+
+        Raises:
+            TypeError: *op* is not an operation.
+            Unregistered: a value inside *op* is of a class that may not travel.
+            ValueError: a value is out of range, too deep, or the frame is over the limit.
+        """
+        body = self._packing.pack(_fields(op))
+        n = len(body)
+        if n > self.max_frame:
+            raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+        return _LENGTH.pack(n) + body
+
+    def encode_many(self, ops: Iterable[Op]) -> bytes:
+        """The frames of all *ops*, concatenated in order: one buffer for one write.
+
+        Raises the same errors as :meth:`encode`; then nothing is returned, so a failed
+        batch sends nothing.
+        """
+        parts: list[bytes] = []
+        append = parts.append
+        pack = self._packing.pack
+        length = _LENGTH.pack
+        limit = self.max_frame
+        for op in ops:
+            body = pack(_fields(op))
+            n = len(body)
+            if n > limit:
+                raise ValueError(f"frame of {n} bytes exceeds limit {limit}")
+            append(length(n))
+            append(body)
+        return b"".join(parts)
+
+
+def _fields(op: Any) -> list[Any]:
+    """The array ``[opcode, *fields]`` of *op*, checked as the peer will check it."""
+    code = OPCODES.get(type(op))
+    if code is None:
+        raise TypeError(f"not a wire operation: {type(op).__qualname__}")
+    if code == _OP_HELLO:
+        fields = [code, list(op.versions), op.name, op.creation, op.nonce]
+    else:
+        fields = [code, *op]
+    if not _CHECKS[code](fields):
+        raise TypeError(f"malformed {_OP_NAMES[code]}: {op!r}")
+    return fields
+
+
+@final
+class FrameDecoder:
+    """Splits a byte stream into frames and decodes each into an operation.
+
+    Feed it bytes as they arrive, in chunks of any size; it returns every operation
+    completed so far and keeps the partial frame. It never waits on anything: a stream
+    that ends mid-frame just leaves bytes buffered (:attr:`buffered`), and the shell
+    reports the truncation. Buffered bytes never exceed one frame plus the last chunk.
+
+    Args:
+        registry: the classes it may build; default :data:`DEFAULT_REGISTRY`.
+        max_frame: the largest body accepted, in bytes; a longer length prefix is
+            rejected before its body is read.
+        max_depth: the deepest value accepted (see the module doc).
+        handshake: accept only the handshake operations (HELLO, CHALLENGE, PROOF,
+            REJECT) and no ext types at all, as before the peer is authenticated.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        max_frame: int = MAX_FRAME,
+        max_depth: int = MAX_DEPTH,
+        handshake: bool = False,
+    ) -> None:
+        if not 0 < max_frame < 2**32:
+            raise ValueError(f"max_frame must be in [1, 2**32), not {max_frame}")
+        if max_depth < 2:
+            raise ValueError(f"max_depth must be at least 2, not {max_depth}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._error: ProtocolError | None = None
+        self._unpacking = _Unpacking(
+            registry or DEFAULT_REGISTRY, max_depth, base=1, allow_ext=not handshake
+        )
+        self._ops = _HANDSHAKE_OPS if handshake else _SESSION_OPS
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet decoded (a partial frame, or frames past a *limit*)."""
+        return len(self._buf)
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that poisoned this decoder, or None while it is usable."""
+        return self._error
+
+    def take_buffered(self) -> bytes:
+        """Remove and return the undecoded bytes, e.g. to hand them to another decoder."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def feed(self, data: bytes | bytearray | memoryview, *, limit: int | None = None) -> list[Op]:
+        """Buffer *data*, then decode and return the operations completed so far, in order.
+
+        With *limit*, decode at most that many and keep the rest buffered; a later
+        ``feed(b"")`` continues.
+
+        Raises:
+            ProtocolError: the stream is malformed (a bad length, a bad body, an unknown
+                opcode, ext type or message name, a value too deep). The decoder is then
+                poisoned: this and every later call raise. Operations decoded from the
+                same *data* before the bad frame are lost with the connection.
+        """
+        if self._error is not None:
+            raise ProtocolError(f"decoder unusable after an earlier error: {self._error}")
+        buf = self._buf
+        if data:
+            buf += data
+        if len(buf) < 4:
+            return []
+        out: list[Op] = []
+        try:
+            with memoryview(buf) as view:
+                off = self._decode(buf, view, out, -1 if limit is None else limit)
+        except ProtocolError as exc:
+            self._error = exc
+            buf.clear()
+            raise
+        del buf[:off]
+        return out
+
+    def _decode(self, buf: bytearray, view: memoryview, out: list[Op], room: int) -> int:
+        """Append up to *room* (-1: all) operations of *buf* to *out*; the offset reached."""
+        n = len(buf)
+        off = 0
+        unpack_from = _LENGTH.unpack_from
+        max_frame = self.max_frame
+        unpacking = self._unpacking
+        depth_limit = unpacking.max_depth
+        ext_hook = unpacking.ext_hook
+        unpackb = msgpack.unpackb
+        ops = self._ops
+        append = out.append
+        while n - off >= 4 and room != 0:
+            (size,) = unpack_from(buf, off)
+            if size > max_frame or size == 0:
+                raise ProtocolError(
+                    f"frame of {size} bytes exceeds limit {max_frame}" if size else "empty frame"
+                )
+            end = off + 4 + size
+            if end > n:
+                break
+            body = view[off + 4 : end]
+            try:
+                value = unpackb(body, ext_hook=ext_hook)
+            except ProtocolError:
+                raise
+            except Exception as exc:  # anything the peer sent that msgpack refuses
+                raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from exc
+            if size > depth_limit:
+                unpacking.check_depth(body, value)
+            if type(value) is not list or not value:
+                raise ProtocolError("frame body is not an operation array")
+            spec = ops.get(value[0]) if type(value[0]) is int else None
+            if spec is None:
+                raise ProtocolError(f"unknown or unexpected opcode {value[0]!r}")
+            cls, check = spec
+            if not check(value):
+                raise ProtocolError(f"malformed {_OP_NAMES[value[0]]} operation")
+            if cls is Hello:
+                append(Hello(tuple(value[1]), value[2], value[3], value[4]))
+            else:
+                append(_new_tuple(cls, value[1:]))
+            off = end
+            room -= 1
+        return off
+
+
+# --------------------------------------------------------------------------- shortcuts
+
+_DEFAULT_ENCODER: Final = FrameEncoder()
+
+
+def encode(op: Op) -> bytes:
+    """One frame holding *op*, with :data:`DEFAULT_REGISTRY`; see :meth:`FrameEncoder.encode`."""
+    return _DEFAULT_ENCODER.encode(op)
+
+
+def encode_many(ops: Iterable[Op]) -> bytes:
+    """The frames of *ops* in one buffer; see :meth:`FrameEncoder.encode_many`."""
+    return _DEFAULT_ENCODER.encode_many(ops)
+
+
+def pack_value(
+    value: object, *, registry: Registry | None = None, max_depth: int = MAX_DEPTH
+) -> bytes:
+    """The msgpack encoding of one value, with no frame and no operation around it.
+
+    For storing values in the same format (e.g. a log). Raises as :meth:`FrameEncoder.encode`.
+    """
+    return _value_codec(registry, max_depth)[0].pack(value)
+
+
+def unpack_value(
+    data: bytes, *, registry: Registry | None = None, max_depth: int = MAX_DEPTH
+) -> object:
+    """Decode what :func:`pack_value` made.
+
+    Raises:
+        ProtocolError: *data* is not exactly one well-formed value within the limits.
+    """
+    return _value_codec(registry, max_depth)[1].unpack(data)
+
+
+_VALUE_CODECS: dict[tuple[Registry, int], tuple[_Packing, _Unpacking]] = {}
+
+
+def _value_codec(registry: Registry | None, max_depth: int) -> tuple[_Packing, _Unpacking]:
+    key = (registry or DEFAULT_REGISTRY, max_depth)
+    codec = _VALUE_CODECS.get(key)
+    if codec is None:
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, not {max_depth}")
+        codec = _VALUE_CODECS[key] = (
+            _Packing(key[0], max_depth, base=0),
+            _Unpacking(key[0], max_depth, base=0),
+        )
+    return codec
