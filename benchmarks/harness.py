@@ -355,10 +355,18 @@ class LineProtocolPeer:
     (or enter it into ``ctx.resources``) to end it: closing stdin makes it exit.
     """
 
-    def __init__(self, argv: Sequence[str], *, name: str, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ):
         self.name = name
         self._argv = list(argv)
         self._env = dict(env) if env is not None else None
+        self._cwd = cwd
         self._proc: subprocess.Popen[str] | None = None
 
     def _ensure(self) -> subprocess.Popen[str]:
@@ -371,6 +379,7 @@ class LineProtocolPeer:
                 text=True,
                 bufsize=1,
                 env=self._env,
+                cwd=self._cwd,
             )
         return self._proc
 
@@ -488,10 +497,13 @@ def run_suite(
     with contextlib.ExitStack() as resources:
         ctx = SuiteContext(suite=name, quick=quick, repeats=repeats, resources=resources, out=out)
         for case_ in module.cases(ctx):
+            case_started = time.perf_counter()
             results, subject_ok = measure_case(case_, repeats, out)
             ok = ok and subject_ok
+            took = f"  ({time.perf_counter() - case_started:.1f} s)"
             for result in results:
-                print(format_line(result), file=out, flush=True)
+                print(format_line(result) + took, file=out, flush=True)
+                took = ""
             if json_path is not None:
                 append_json(json_path, [json_record(name, case_, r, repeats) for r in results])
     print(f"# suite {name} took {time.perf_counter() - started:.1f} s", file=out, flush=True)

@@ -19,7 +19,8 @@ same number of units, in the same run, alternating:
     until the last one has run.
 ``idle_process_memory`` (bytes per process, lower is better)
     ``n`` processes blocked waiting for a message, measured as RSS growth in a fresh
-    interpreter (see :mod:`benchmarks.peers.idle_memory`); Erlang by
+    interpreter forked from one clean parent for every figure (see
+    :mod:`benchmarks.peers.idle_memory`), triotp in a fresh venv interpreter; Erlang by
     ``erlang:memory(processes)``. pykka's thread-per-actor is measured over at most
     :data:`PYKKA_MEMORY_CAP` actors (recorded in ``params``).
 
@@ -67,7 +68,7 @@ class Sizes:
     idle: int
 
 
-QUICK = Sizes(one_way=50_000, ping_pong=10_000, call=10_000, spawn=5_000, idle=10_000)
+QUICK = Sizes(one_way=50_000, ping_pong=10_000, call=10_000, spawn=2_000, idle=5_000)
 FULL = Sizes(one_way=200_000, ping_pong=50_000, call=50_000, spawn=20_000, idle=50_000)
 
 
@@ -219,8 +220,11 @@ def _pykka(measure: Measure) -> Measure | Skip:
     return Skip(reason) if reason else measure
 
 
-def _pykka_idle(n: int) -> float:
-    return idle_memory.measure("pykka")(min(n, PYKKA_MEMORY_CAP))
+def _pykka_idle(idle: LineProtocolPeer) -> Measure:
+    def run(n: int) -> float:
+        return idle.request("pykka", min(n, PYKKA_MEMORY_CAP))
+
+    return run
 
 
 def _remote(worker: LineProtocolPeer | Skip, case_name: str) -> Measure | Skip:
@@ -234,6 +238,7 @@ class Workers:
     triotp: LineProtocolPeer | Skip
     triotp_python: Any  # Path of the venv interpreter, or a Skip
     erlang: LineProtocolPeer | Skip
+    idle: LineProtocolPeer  # the idle-memory fork server
 
 
 def start_workers(ctx: SuiteContext) -> Workers:
@@ -247,7 +252,8 @@ def start_workers(ctx: SuiteContext) -> Workers:
     erlang = erlang_peer.messaging_worker()
     if not isinstance(erlang, Skip):
         ctx.resources.enter_context(erlang)
-    return Workers(triotp=triotp, triotp_python=python, erlang=erlang)
+    idle = ctx.resources.enter_context(idle_memory.server())
+    return Workers(triotp=triotp, triotp_python=python, erlang=erlang, idle=idle)
 
 
 def _triotp_idle(workers: Workers) -> Measure | Skip:
@@ -268,6 +274,7 @@ def build_cases(sizes: Sizes, workers: Workers) -> list[Case]:
         for name in ("one_way_throughput", "ping_pong", "call_round_trip", "spawn_rate")
     }
     bound = {"mailbox_bound": runtime.DEFAULT_BOUND}
+    idle = workers.idle
     peers_one_way: Mapping[str, Measure | Skip] = {
         "limit": limit.one_way,
         "trio_channel": trio_peers.trio_channel_one_way,
@@ -338,22 +345,22 @@ def build_cases(sizes: Sizes, workers: Workers) -> list[Case]:
             "idle_process_memory",
             "bytes",
             "lower",
-            subject=idle_memory.measure("regency"),
+            subject=idle.measure("regency"),
             peers={
-                "limit": idle_memory.measure("limit"),
-                "trio_task": idle_memory.measure("trio_task"),
-                "trio_channel": idle_memory.measure("trio_channel"),
-                "anyio_stream": idle_memory.measure("anyio_stream"),
-                "asyncio_queue": idle_memory.measure("asyncio_queue"),
-                "asyncio_task": idle_memory.measure("asyncio_task"),
+                "limit": idle.measure("limit"),
+                "trio_task": idle.measure("trio_task"),
+                "trio_channel": idle.measure("trio_channel"),
+                "anyio_stream": idle.measure("anyio_stream"),
+                "asyncio_queue": idle.measure("asyncio_queue"),
+                "asyncio_task": idle.measure("asyncio_task"),
                 "triotp": _triotp_idle(workers),
                 "erlang": _remote(workers.erlang, "idle_process_memory"),
-                "pykka": _pykka(_pykka_idle),
+                "pykka": _pykka(_pykka_idle(idle)),
             },
             size=sizes.idle,
             size_param="processes",
             params={
-                "method": "rss_delta_fresh_interpreter; erlang: erlang:memory(processes)",
+                "method": "rss_delta_forked_interpreter; erlang: erlang:memory(processes)",
                 "pykka_processes": min(sizes.idle, PYKKA_MEMORY_CAP),
             },
             warmup_size=0,

@@ -159,9 +159,14 @@ async def idle_process_memory(n):
         await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         after = _rss()
+        if _EXIT_AT_FIGURE:  # a throwaway interpreter: skip the teardown
+            print(f"ok {(after - before) / n!r}", flush=True)
+            os._exit(0)
         nursery.cancel_scope.cancel()
     return (after - before) / n
 
+
+_EXIT_AT_FIGURE = False
 
 CASES = {
     "one_way_throughput": one_way,
@@ -182,6 +187,8 @@ def answer(line):
 
 def main(argv):
     if argv[:1] == ["--once"]:
+        global _EXIT_AT_FIGURE
+        _EXIT_AT_FIGURE = True
         print(answer(" ".join(argv[1:3])), flush=True)
         return 0
     for line in sys.stdin:
