@@ -541,7 +541,6 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
     """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    quiet_logs()
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
     names = [args.suite] if args.suite else available_suites()
@@ -552,6 +551,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
                 file=sys.stderr,
             )
             return 2
+    quiet_logs()
     ok = True
     for name in names:
         ok = run_suite(name, quick=args.quick, json_path=args.json, repeats=args.repeats) and ok

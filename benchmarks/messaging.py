@@ -53,6 +53,23 @@ from benchmarks.peers import (
     triotp_peer,
 )
 
+__all__ = [
+    "FULL",
+    "PYKKA_MEMORY_CAP",
+    "QUICK",
+    "Echo",
+    "Sizes",
+    "Workers",
+    "build_cases",
+    "cases",
+    "hold_idle_regency",
+    "regency_call",
+    "regency_one_way",
+    "regency_ping_pong",
+    "regency_spawn",
+    "start_workers",
+]
+
 PYKKA_MEMORY_CAP = 2_000
 """At most this many pykka actors (one OS thread each) for idle memory."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.peers import Probe, rate
 
+pykka: Any
 try:
     import pykka
 except ImportError:  # pragma: no cover - reported as a skipped peer

@@ -10,35 +10,39 @@ The jobs mirror regency's: a triotp "process" is a task that owns a mailbox
 (``triotp.mailbox.open``), a call is ``triotp.gen_server.call``.
 """
 
+from __future__ import annotations
+
 import gc
 import os
 import sys
 import time
 import types
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 import trio.testing
-from triotp import gen_server, mailbox
+from triotp import gen_server, mailbox  # type: ignore[import-not-found]
 
 
-def _rate(n, seconds):
+def _rate(n: int, seconds: float) -> float:
     if seconds <= 0:
         raise ValueError(f"{n} units in {seconds} s cannot be timed")
     return n / seconds
 
 
-async def _open_node():
+async def _open_node() -> None:
     mailbox._init()  # what triotp.node.run does before starting applications
 
 
-async def one_way(n):
+async def one_way(n: int) -> float:
     await _open_node()
     done = trio.Event()
     ready = trio.Event()
-    box = {}
+    box: dict[str, Any] = {}
     t1 = 0.0
 
-    async def receiver():
+    async def receiver() -> None:
         nonlocal t1
         async with mailbox.open() as mid:
             box["mid"] = mid
@@ -60,12 +64,12 @@ async def one_way(n):
     return _rate(n, t1 - t0)
 
 
-async def ping_pong(n):
+async def ping_pong(n: int) -> float:
     await _open_node()
     ready = trio.Event()
-    box = {}
+    box: dict[str, Any] = {}
 
-    async def ponger():
+    async def ponger() -> None:
         async with mailbox.open() as mid:
             box["pong"] = mid
             ready.set()
@@ -87,16 +91,16 @@ async def ping_pong(n):
     return _rate(n, t1 - t0)
 
 
-def _echo_module():
-    module = types.ModuleType("bench_echo")
+def _echo_module() -> Any:
+    module: Any = types.ModuleType("bench_echo")
 
-    async def init(_arg):
+    async def init(_arg: object) -> None:
         return None
 
-    async def handle_call(message, _caller, state):
+    async def handle_call(message: object, _caller: object, state: object) -> object:
         return (gen_server.Reply(payload=message), state)
 
-    async def handle_cast(message, state):
+    async def handle_cast(message: object, state: object) -> object:
         return (gen_server.Stop(), state)
 
     module.init = init
@@ -105,7 +109,7 @@ def _echo_module():
     return module
 
 
-async def call(n):
+async def call(n: int) -> float:
     await _open_node()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(gen_server.start, _echo_module(), None, "echo")
@@ -118,12 +122,12 @@ async def call(n):
     return _rate(n, t1 - t0)
 
 
-async def spawn(n):
+async def spawn(n: int) -> float:
     await _open_node()
     left = n
     done = trio.Event()
 
-    async def process():
+    async def process() -> None:
         nonlocal left
         async with mailbox.open():
             left -= 1
@@ -139,17 +143,17 @@ async def spawn(n):
     return _rate(n, t1 - t0)
 
 
-def _rss():
+def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def idle_process_memory(n):
+async def idle_process_memory(n: int) -> float:
     await _open_node()
     gc.collect()
     before = _rss()
 
-    async def idle():
+    async def idle() -> None:
         async with mailbox.open() as mid:
             await mailbox.receive(mid)
 
@@ -168,7 +172,7 @@ async def idle_process_memory(n):
 
 _EXIT_AT_FIGURE = False
 
-CASES = {
+CASES: dict[str, Callable[[int], Awaitable[float]]] = {
     "one_way_throughput": one_way,
     "ping_pong": ping_pong,
     "call_round_trip": call,
@@ -177,7 +181,7 @@ CASES = {
 }
 
 
-def answer(line):
+def answer(line: str) -> str:
     case, n = line.split()
     try:
         return f"ok {trio.run(CASES[case], int(n))!r}"
@@ -185,7 +189,7 @@ def answer(line):
         return f"error {type(exc).__name__}: {exc}"
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if argv[:1] == ["--once"]:
         global _EXIT_AT_FIGURE
         _EXIT_AT_FIGURE = True

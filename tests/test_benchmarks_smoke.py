@@ -1,0 +1,135 @@
+"""Smoke test of the benchmark harness and the messaging suite: tiny sizes, no timing.
+
+Every messaging case runs for regency and each peer that is available here (triotp is
+left out: its venv is made on first use and may need the network), and the JSON each
+case appends has the shape BENCHMARKS.md fixes. Nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import harness, messaging
+from benchmarks.harness import Skip
+from benchmarks.peers import erlang_peer, idle_memory
+
+TINY = messaging.Sizes(one_way=300, ping_pong=50, call=50, spawn=50, idle=20)
+CASES = ["one_way_throughput", "ping_pong", "call_round_trip", "spawn_rate", "idle_process_memory"]
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[messaging.Workers]:
+    """The subprocess peers of the suite, without triotp (whose venv may need the net)."""
+    with contextlib.ExitStack() as stack:
+        erlang = erlang_peer.messaging_worker()
+        if not isinstance(erlang, Skip):
+            stack.enter_context(erlang)
+        idle = stack.enter_context(idle_memory.server())
+        yield messaging.Workers(
+            triotp=Skip("not in the smoke test"),
+            triotp_python=Skip("not in the smoke test"),
+            erlang=erlang,
+            idle=idle,
+        )
+
+
+def test_suite_has_the_fixed_case_names(workers: messaging.Workers) -> None:
+    """The messaging suite yields exactly the cases BENCHMARKS.md names, in order."""
+    names = [c.name for c in messaging.build_cases(TINY, workers)]
+
+    assert names == CASES
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_case_runs_and_appends_its_json(
+    name: str, workers: messaging.Workers, tmp_path: Path
+) -> None:
+    """A case measures regency and every available peer and appends a well-formed row."""
+    case = {c.name: c for c in messaging.build_cases(TINY, workers)}[name]
+    out = io.StringIO()
+    path = tmp_path / "out.json"
+
+    results, regency_ok = harness.measure_case(case, repeats=1, out=out)
+    harness.append_json(path, [harness.json_record("messaging", case, r, 1) for r in results])
+    harness.append_json(path, [harness.json_record("messaging", case, r, 1) for r in results])
+
+    assert regency_ok, out.getvalue()
+    rows = json.loads(path.read_text())
+    assert len(rows) == 2
+    row = rows[0]
+    assert {"suite", "case", "unit", "better", "value", "peers", "params"} == set(row)
+    assert ("messaging", name) == (row["suite"], row["case"])
+    assert row["better"] == ("lower" if name == "idle_process_memory" else "higher")
+    assert isinstance(row["value"], float)
+    assert math.isfinite(row["value"])
+    available = {p for p, m in case.peers.items() if not isinstance(m, Skip)}
+    assert available == set(row["peers"]), out.getvalue()
+    assert all(isinstance(v, float) for v in row["peers"].values())
+    assert {case.size_param: case.size, "repeats": 1}.items() <= row["params"].items()
+    assert "failed" not in out.getvalue()
+
+
+def test_erlang_peer_is_skipped_by_package_name_without_escript(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without escript the Erlang peer is a Skip naming the Debian package."""
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+
+    worker = erlang_peer.messaging_worker()
+
+    assert isinstance(worker, Skip)
+    assert "erlang-base" in worker.reason
+
+
+def test_skipped_peer_prints_a_line_and_no_figure() -> None:
+    """A skipped peer gets one line with its reason and no figure in the results."""
+    case = harness.case(
+        "x", "u", "higher", subject=lambda n: float(n), peers={"p": Skip("p is absent")}, size=4
+    )
+    out = io.StringIO()
+
+    results, _ = harness.measure_case(case, repeats=3, out=out)
+
+    assert out.getvalue() == "  skip p: p is absent\n"
+    assert results[0].peers == {}
+    assert results[0].value == 4.0
+
+
+def test_failing_peer_is_reported_and_dropped() -> None:
+    """A peer that raises is reported on a line and left out, never given a figure."""
+
+    def broken(n: int) -> float:
+        raise RuntimeError("boom")
+
+    case = harness.case("x", "u", "higher", subject=float, peers={"bad": broken}, size=2)
+    out = io.StringIO()
+
+    results, regency_ok = harness.measure_case(case, repeats=2, out=out)
+
+    assert regency_ok
+    assert "bad failed on x: RuntimeError: boom" in out.getvalue()
+    assert results[0].peers == {}
+
+
+def test_unknown_suite_lists_the_suites(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown suite name exits 2 with a message listing the suites there are."""
+    code = harness.main(["no_such_suite"])
+
+    assert code == 2
+    assert "messaging" in capsys.readouterr().err
+
+
+def test_percentile_interpolates() -> None:
+    """Percentiles interpolate linearly between ranks."""
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    actual = tuple(harness.percentile(values, q) for q in (0, 50, 100, 90))
+
+    assert actual == pytest.approx((1.0, 3.0, 5.0, 4.6))
