@@ -37,6 +37,16 @@ How a case is measured
    each peer alike. A measurement that raises is reported on its line and dropped for
    the rest of the case; a failing regency measurement makes :func:`main` return 1.
 
+The command line
+================
+
+``python -m benchmarks SUITE [--quick] [--json PATH] [--repeats N]`` runs one suite (all
+suites when SUITE is omitted); ``regency bench`` calls ``main(argv, prog="regency bench")``
+with the same arguments. A new suite needs nothing but its module: suites are found by
+listing ``benchmarks/*.py`` (everything except this harness and ``__main__``), and an
+unknown name is refused with the list of suites. Peer subprocesses that speak a line
+protocol (Erlang, triotp in its venv) can use :class:`LineProtocolPeer`.
+
 Output
 ======
 
@@ -504,8 +514,11 @@ def run_suite(
             for result in results:
                 print(format_line(result) + took, file=out, flush=True)
                 took = ""
-            if json_path is not None:
-                append_json(json_path, [json_record(name, case_, r, repeats) for r in results])
+            if json_path is not None:  # a metric regency failed to measure gets no row
+                rows = [
+                    json_record(name, case_, r, repeats) for r in results if r.value is not None
+                ]
+                append_json(json_path, rows)
     print(f"# suite {name} took {time.perf_counter() - started:.1f} s", file=out, flush=True)
     return ok
 

@@ -133,3 +133,22 @@ def test_percentile_interpolates() -> None:
     actual = tuple(harness.percentile(values, q) for q in (0, 50, 100, 90))
 
     assert actual == pytest.approx((1.0, 3.0, 5.0, 4.6))
+
+
+def test_one_measurement_can_report_several_metrics() -> None:
+    """A case with several metrics (e.g. p50 and p99) reports each from one measurement."""
+    metrics = (
+        harness.Metric("lat_p50_us", "us", "lower"),
+        harness.Metric("lat_p99_us", "us", "lower"),
+    )
+    case = harness.Case(
+        metrics=metrics,
+        subject=lambda n: {"lat_p50_us": 1.0, "lat_p99_us": 9.0},
+        peers={"floor": lambda n: {"lat_p50_us": 0.5, "lat_p99_us": 3.0}},
+        size=10,
+    )
+
+    results, _ = harness.measure_case(case, repeats=3, out=io.StringIO())
+
+    actual = [(r.metric.name, r.value, r.peers) for r in results]
+    assert actual == [("lat_p50_us", 1.0, {"floor": 0.5}), ("lat_p99_us", 9.0, {"floor": 3.0})]
