@@ -1125,7 +1125,8 @@ class FrameDecoder:
                 off = self._decode(buf, view, out, -1 if limit is None else limit)
         except ProtocolError as exc:
             self._error = exc
-            buf.clear()
+            # Drop the bytes; not clear(): the traceback may still hold a view of them.
+            self._buf = bytearray()
             raise
         del buf[:off]
         return out
