@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, final
 
+import anyio
 import sniffio
 import trio
 
@@ -27,21 +29,26 @@ class Waitable(Protocol):
 class Backend:
     """Park/unpark and checkpoint for the running event loop. One instance per node."""
 
-    __slots__ = ("checkpoint", "name", "park", "unpark")
+    __slots__ = ("checkpoint", "move_on_after", "name", "park", "unpark")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.park: Callable[[Waitable], Awaitable[None]]
         self.unpark: Callable[[Any], None]
         self.checkpoint: Callable[[], Awaitable[None]]
+        # A cancel scope with a timeout: trio's own is about twice as cheap as anyio's
+        # wrapper around it, and a call with a timeout enters one per call.
+        self.move_on_after: Callable[[float], AbstractContextManager[Any]]
         if name == "trio":
             self.park = _trio_park
             self.unpark = trio.lowlevel.reschedule
             self.checkpoint = trio.lowlevel.checkpoint
+            self.move_on_after = trio.move_on_after
         elif name == "asyncio":
             self.park = _asyncio_park
             self.unpark = _asyncio_unpark
             self.checkpoint = _asyncio_checkpoint
+            self.move_on_after = anyio.move_on_after
         else:  # pragma: no cover - sniffio only reports the two
             raise RuntimeError(f"unsupported async library {name!r}")
 

@@ -198,7 +198,7 @@ class Mailbox:
         if timeout <= 0:
             raise ReceiveTimeout("no matching message" if match else "mailbox empty")
         start = anyio.current_time()
-        with anyio.move_on_after(timeout):
+        with self._backend.move_on_after(timeout):
             while len(self._q) <= scanned:
                 await self._backend.park(self)
             return max(0.0, timeout - (anyio.current_time() - start))

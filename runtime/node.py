@@ -764,7 +764,7 @@ class Node:
                 while not slot.done:
                     await backend.park(slot)
             else:
-                with anyio.move_on_after(timeout):
+                with backend.move_on_after(timeout):
                     while not slot.done:
                         await backend.park(slot)
                 if not slot.done:
