@@ -1,0 +1,152 @@
+"""Fuzzing the decoders: whatever bytes arrive, the outcome is operations, a wait, or a
+ProtocolError; never another exception, never a hang, never unbounded memory.
+
+A modest number of examples runs by default. Run longer outside CI with e.g.
+``REGENCY_FUZZ_EXAMPLES=100000 python -m pytest tests/runtime/test_wire_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+from datetime import timedelta
+
+import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runtime.errors import AuthenticationFailed, ProtocolError
+from runtime.handshake import Handshake, Role
+from runtime.pid import Pid
+from runtime.wire import FrameDecoder, FrameEncoder, Send, unpack_value
+from tests.runtime.test_wire import REG, values
+
+EXAMPLES = int(os.environ.get("REGENCY_FUZZ_EXAMPLES", "100"))
+MAX_FRAME = 4096
+
+fuzz = settings(
+    max_examples=EXAMPLES,
+    deadline=timedelta(seconds=5),  # a real hang, not a slow machine
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def frame(body: bytes) -> bytes:
+    """A frame holding *body* as is."""
+    return struct.pack(">I", len(body)) + body
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """*data* cut at the given offsets (taken modulo its length)."""
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def check_stream(chunks: list[bytes]) -> None:
+    """Feed *chunks*; assert the decoder's contract holds after each one."""
+    dec = FrameDecoder(REG, max_frame=MAX_FRAME)
+    for chunk in chunks:
+        try:
+            dec.feed(chunk)
+        except ProtocolError:
+            assert dec.error is not None
+            try:
+                dec.feed(b"\x00")
+            except ProtocolError:
+                return
+            raise AssertionError("a poisoned decoder accepted more data") from None
+        # What stays buffered is at most one partial frame.
+        assert dec.buffered < 4 + MAX_FRAME
+
+
+ops = st.lists(
+    st.builds(Send, st.just(Pid("a@h", 1, 1)), values, st.none()), min_size=1, max_size=4
+)
+
+
+@st.composite
+def valid_streams(draw: st.DrawFn) -> bytes:
+    """The frames of a few SENDs of arbitrary values."""
+    return FrameEncoder(REG, max_frame=MAX_FRAME * 64).encode_many(draw(ops))
+
+
+@st.composite
+def mutated_streams(draw: st.DrawFn) -> bytes:
+    """A valid stream with some bytes flipped, inserted, deleted, or its tail cut."""
+    data = bytearray(draw(valid_streams()))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete" and data:
+            del data[at : at + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del data[at:]
+    return bytes(data)
+
+
+ext_codes = st.sampled_from([1, 2, 3, 4, 5, 10]) | st.integers(0, 127)
+ext_bodies = st.builds(
+    lambda code, payload: msgpack.packb(
+        [1, msgpack.ExtType(1, b"\x00" * 16 + b"n"), msgpack.ExtType(code, payload), None]
+    ),
+    ext_codes,
+    st.binary(max_size=64)
+    | st.builds(
+        msgpack.packb, st.lists(st.integers(-(2**63), 2**64 - 1) | st.text(max_size=4), max_size=4)
+    ),
+)
+bodies = st.binary(max_size=256) | ext_bodies
+framed_garbage = st.lists(bodies, min_size=1, max_size=4).map(
+    lambda bs: b"".join(frame(b) for b in bs)
+)
+streams = st.binary(max_size=1024) | framed_garbage | mutated_streams()
+cuts = st.lists(st.integers(0, 10_000), max_size=6)
+
+
+@fuzz
+@given(streams, cuts)
+def test_decoder_yields_ops_waits_or_raises_protocol_error(data: bytes, at: list[int]) -> None:
+    """Arbitrary bytes, cut anywhere: ops, a wait, or ProtocolError; buffering bounded."""
+    check_stream(chunked(data, at))
+
+
+@fuzz
+@given(valid_streams(), cuts)
+def test_valid_streams_decode_however_they_are_cut(data: bytes, at: list[int]) -> None:
+    """An intact stream never raises, and leaves nothing buffered at its end."""
+    dec = FrameDecoder(REG, max_frame=MAX_FRAME * 64)
+    for chunk in chunked(data, at):
+        dec.feed(chunk)
+
+    assert dec.buffered == 0
+
+
+@fuzz
+@given(st.binary(max_size=512) | bodies)
+def test_value_decoder_returns_a_value_or_raises_protocol_error(data: bytes) -> None:
+    """unpack_value on arbitrary bytes: a value, or ProtocolError."""
+    try:
+        unpack_value(data, registry=REG)
+    except ProtocolError:
+        pass
+
+
+@fuzz
+@given(st.sampled_from(list(Role)), st.binary(max_size=512) | framed_garbage, cuts)
+def test_handshake_fails_only_with_authentication_failed(
+    role: Role, data: bytes, at: list[int]
+) -> None:
+    """Garbage fed to either side of a handshake: nothing, or AuthenticationFailed."""
+    hs = Handshake(role, name="a@h", creation=1, secret=b"s" * 32)
+    hs.data_to_send()
+    try:
+        for chunk in chunked(data, at):
+            hs.receive_data(chunk)
+    except AuthenticationFailed:
+        assert hs.failure is not None
+    assert not hs.done
