@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, final
 
 import attrs
@@ -49,6 +49,8 @@ import structlog
 from .progress import Progress, ProgressState
 
 __all__ = [
+    "CAMPAIGN_TRANSFER",
+    "EMPTY_SNAPSHOT",
     "Config",
     "Entry",
     "EntryKind",
@@ -169,6 +171,7 @@ class Snapshot:
     data: bytes
 
 
+#: The snapshot of a log that was never compacted.
 EMPTY_SNAPSHOT: Final = Snapshot(0, 0, (), b"")
 
 
@@ -247,6 +250,10 @@ class Ready:
     read_states: tuple[ReadState, ...]
 
 
+def _to_voters(voters: Iterable[str]) -> tuple[str, ...]:
+    return tuple(voters)
+
+
 def _default_rng(config: Config) -> random.Random:
     return random.Random(config.id)
 
@@ -267,7 +274,7 @@ class Config:
     """
 
     id: str  # this node's id; a voter only if it is listed in the voter set
-    voters: tuple[str, ...] = attrs.field(converter=tuple)  # initial voters; storage's win
+    voters: tuple[str, ...] = attrs.field(converter=_to_voters)  # initial voters; storage's win
     election_ticks: int = attrs.field(default=10, validator=_check_ticks)  # ticks; minimum
     # election timeout and check-quorum period; > heartbeat_ticks, 10x is a good choice
     heartbeat_ticks: int = attrs.field(default=1, validator=_check_ticks)  # ticks between
@@ -333,7 +340,7 @@ class Storage(Protocol):
         ...
 
     def snapshot(self) -> Snapshot:
-        """Return the most recent snapshot (``EMPTY_SNAPSHOT``-like, index 0, if none)."""
+        """Return the most recent snapshot (index 0, like ``EMPTY_SNAPSHOT``, if none)."""
         ...
 
 

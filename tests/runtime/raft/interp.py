@@ -67,7 +67,7 @@ _LEVEL_NAMES = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging
 class FixedRandom(random.Random):
     """An rng whose ``randrange`` always returns its lower bound: no election jitter."""
 
-    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
         """Return 0 (or ``start`` when a stop is given)."""
         return 0 if stop is None else start
 
