@@ -32,8 +32,10 @@ async def send_wait(dest: Dest, msg: object) -> None:
     await current_node().send_wait(dest, msg)
 
 
-async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
-    """Take the oldest message (the oldest for which ``match(msg)`` is true).
+def receive(
+    match: Callable[[Any], bool] | None = None, timeout: float | None = None
+) -> Awaitable[Any]:
+    """Take the oldest message (the oldest for which ``match(msg)`` is true); await it.
 
     Messages that do not match stay in the mailbox in their order. Waits up to
     *timeout* seconds (``None``: forever; ``0``: only what is already there).
@@ -43,8 +45,8 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
     """
     mb = current_process().mailbox
     if match is None:
-        return await mb.get(timeout)
-    return await mb.get_match(match, timeout)
+        return mb.get(timeout)
+    return mb.get_match(match, timeout)
 
 
 def spawn(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:

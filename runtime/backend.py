@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol, final
 
 import anyio
@@ -19,17 +19,63 @@ import sniffio
 import trio
 
 
+class CancelScope(Protocol):
+    """What the runtime uses of a cancel scope (trio's or anyio's)."""
+
+    def cancel(self) -> None:
+        """Cancel everything inside the scope."""
+
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> bool | None: ...
+
+
+class TaskGroup(Protocol):
+    """What the runtime uses of a task group (a trio nursery or an anyio task group)."""
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: Any = None) -> None:
+        """Start ``fn(*args)`` as a new task."""
+
+    @property
+    def cancel_scope(self) -> Any:
+        """The group's cancel scope."""
+
+
 class Waitable(Protocol):
     """An object with one parking slot, ``_waiter``, holding the parked task's token."""
 
     _waiter: Any
+
+    def _abort(self, raise_cancel: Any) -> Any:
+        """Called by trio when the parked task is cancelled: clear ``_waiter``."""
+
+
+class Parkable:
+    """Mixin giving a class the ``_abort`` that trio calls when a parked task is cancelled.
+
+    One bound method instead of a closure per wait keeps a parked process small.
+    """
+
+    __slots__ = ()
+    _waiter: Any
+
+    def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @final
 class Backend:
     """Park/unpark and checkpoint for the running event loop. One instance per node."""
 
-    __slots__ = ("checkpoint", "move_on_after", "name", "park", "unpark")
+    __slots__ = (
+        "cancel_scope",
+        "checkpoint",
+        "move_on_after",
+        "name",
+        "open_task_group",
+        "park",
+        "unpark",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -39,7 +85,13 @@ class Backend:
         # A cancel scope with a timeout: trio's own is about twice as cheap as anyio's
         # wrapper around it, and a call with a timeout enters one per call.
         self.move_on_after: Callable[[float], AbstractContextManager[Any]]
+        # Spawning a process enters a cancel scope and starts a task: on trio, anyio's
+        # wrappers cost four times trio's own calls, so trio is used directly.
+        self.cancel_scope: Callable[[], CancelScope]
+        self.open_task_group: Callable[[], AbstractAsyncContextManager[TaskGroup]]
         if name == "trio":
+            self.cancel_scope = trio.CancelScope  # type: ignore[assignment]
+            self.open_task_group = trio.open_nursery
             self.park = _trio_park
             self.unpark = trio.lowlevel.reschedule
             self.checkpoint = trio.lowlevel.checkpoint
@@ -49,6 +101,8 @@ class Backend:
             self.unpark = _asyncio_unpark
             self.checkpoint = _asyncio_checkpoint
             self.move_on_after = anyio.move_on_after
+            self.cancel_scope = anyio.CancelScope  # type: ignore[assignment]
+            self.open_task_group = anyio.create_task_group  # type: ignore[assignment]
         else:  # pragma: no cover - sniffio only reports the two
             raise RuntimeError(f"unsupported async library {name!r}")
 
@@ -68,12 +122,7 @@ _BACKENDS: dict[str, Backend] = {}
 async def _trio_park(holder: Waitable) -> None:
     """Park the current trio task in ``holder._waiter`` until unparked or cancelled."""
     holder._waiter = trio.lowlevel.current_task()
-
-    def abort(_: Any) -> trio.lowlevel.Abort:
-        holder._waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    await trio.lowlevel.wait_task_rescheduled(abort)
+    await trio.lowlevel.wait_task_rescheduled(holder._abort)
 
 
 async def _asyncio_park(holder: Waitable) -> None:

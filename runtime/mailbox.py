@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from .backend import Parkable
 from .errors import MailboxFull, ReceiveTimeout
 
 if TYPE_CHECKING:
@@ -35,8 +36,12 @@ DEFAULT_BUDGET = 256
 """Messages a receiver takes without yielding to the scheduler."""
 
 
+_EMPTY: deque[object] = deque(maxlen=0)
+"""Shared by every mailbox that never held a message; replaced before any append."""
+
+
 @final
-class _Slot:
+class _Slot(Parkable):
     """One parked sender waiting for room."""
 
     __slots__ = ("_waiter",)
@@ -46,7 +51,7 @@ class _Slot:
 
 
 @final
-class Mailbox:
+class Mailbox(Parkable):
     """The message queue of one process. Used by the runtime; see ``runtime.receive``."""
 
     __slots__ = (
@@ -68,7 +73,7 @@ class Mailbox:
         self.bound = bound
         self.overflows = 0
         self.closed = False
-        self._q: deque[object] = deque()
+        self._q: deque[object] = _EMPTY  # a real deque on the first message (760 bytes)
         self._waiter: Any = None
         self._senders: deque[_Slot] | None = None
         self._backend = backend
@@ -87,6 +92,8 @@ class Mailbox:
         if len(q) >= self.bound:
             self.overflows += 1
             raise MailboxFull(self.owner, self.bound)
+        if q is _EMPTY:
+            q = self._q = deque()
         q.append(msg)
         w = self._waiter
         if w is not None:
@@ -95,6 +102,8 @@ class Mailbox:
 
     def force(self, msg: object) -> None:
         """Enqueue *msg* past the bound: for signals (``EXIT``, ``DOWN``), never lost."""
+        if self._q is _EMPTY:
+            self._q = deque()
         self._q.append(msg)
         w = self._waiter
         if w is not None:
@@ -119,6 +128,8 @@ class Mailbox:
                 raise
         if self.closed:
             return
+        if self._q is _EMPTY:
+            self._q = deque()
         self._q.append(msg)
         w = self._waiter
         if w is not None:
@@ -138,7 +149,7 @@ class Mailbox:
         """Mark the mailbox dead, release blocked senders, and return what was left in it."""
         self.closed = True
         left = list(self._q)
-        self._q.clear()
+        self._q = _EMPTY
         senders = self._senders
         while senders:
             self._wake_sender()
@@ -153,10 +164,11 @@ class Mailbox:
         q = self._q
         if not q:
             if timeout is None:
-                while not q:
+                while not self._q:
                     await self._backend.park(self)
             else:
                 await self._wait_timeout(timeout, None, 0)
+            q = self._q
         msg = q.popleft()
         if self._senders:
             self._wake_sender()
@@ -172,9 +184,9 @@ class Mailbox:
         Raises:
             ReceiveTimeout: no matching message arrived in time.
         """
-        q = self._q
         scanned = 0
         while True:
+            q = self._q
             for i, m in enumerate(islice(q, scanned, None), scanned):
                 if match(m):
                     del q[i]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from typing import Any, Protocol, final
 
@@ -34,7 +35,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from .backend import Backend
+from .backend import Backend, CancelScope, Parkable, TaskGroup
 from .errors import (
     AlreadyRegistered,
     CallTimeout,
@@ -115,7 +116,7 @@ class _Monitor:
 
 
 @final
-class _ReplySlot:
+class _ReplySlot(Parkable):
     """Where one pending call's reply (or its server's exit) lands."""
 
     __slots__ = ("_waiter", "done", "reason", "value")
@@ -155,7 +156,7 @@ class Process:
         self.links: set[Pid] | None = None
         self.watchers: dict[Ref, _Monitor] | None = None  # monitors others hold on us
         self.monitors: dict[Ref, Pid | Name] | None = None  # monitors we hold on others
-        self._scope: anyio.CancelScope | None = None
+        self._scope: CancelScope | None = None
         self._pending: ExitReason | None = None
 
     def __repr__(self) -> str:
@@ -194,11 +195,12 @@ class Node:
         self._names: dict[str, Pid] = {}
         self._remote_monitors: dict[Ref, _Monitor] = {}
         self._pending: dict[int, _ReplySlot] = {}
-        self._timers: dict[int, anyio.CancelScope] = {}
+        self._timers: dict[int, CancelScope] = {}
         self._serial = 0
         self._budget = DEFAULT_BUDGET  # reductions of callers outside any process
         self._ref_serial = 0
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._tg: TaskGroup | None = None
+        self._tg_cm: AbstractAsyncContextManager[TaskGroup] | None = None
         self._backend: Backend | None = None
         self._closing = False
         self._node_token: Any = None
@@ -210,8 +212,8 @@ class Node:
         if self._tg is not None:
             raise RuntimeError("a Node can be entered only once")
         self._backend = Backend.current()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        self._tg_cm = self._backend.open_task_group()
+        self._tg = await self._tg_cm.__aenter__()
         self._node_token = _current_node.set(self)
         self._log.debug("node_started", creation=self.creation)
         return self
@@ -224,8 +226,8 @@ class Node:
                 _current_node.reset(self._node_token)
             except ValueError:  # exited from another context; nothing to restore
                 pass
-        assert self._tg is not None
-        result = await self._tg.__aexit__(*exc_info)  # type: ignore[arg-type]
+        assert self._tg_cm is not None
+        result = await self._tg_cm.__aexit__(*exc_info)  # type: ignore[arg-type]
         self._log.debug("node_stopped")
         return result
 
@@ -295,7 +297,8 @@ class Node:
         reason: ExitReason | None = proc._pending
         try:
             if reason is None:
-                with anyio.CancelScope() as scope:
+                assert self._backend is not None
+                with self._backend.cancel_scope() as scope:
                     proc._scope = scope
                     try:
                         await fn(*args)
@@ -811,13 +814,14 @@ class Node:
         if self._tg is None or self._closing:
             raise NodeClosed(f"node {self.name} is not running")
         ref = self.make_ref()
-        scope = anyio.CancelScope()
+        assert self._backend is not None
+        scope = self._backend.cancel_scope()
         self._timers[ref.serial] = scope
         self._tg.start_soon(self._fire_timer, ref, scope, delay, dest, msg, name="regency.timer")
         return TimerRef(ref)
 
     async def _fire_timer(
-        self, ref: Ref, scope: anyio.CancelScope, delay: float, dest: Dest, msg: object
+        self, ref: Ref, scope: CancelScope, delay: float, dest: Dest, msg: object
     ) -> None:
         with scope:
             await anyio.sleep(delay)
