@@ -35,7 +35,7 @@ sends each ``Shutdown()`` (``Kill()`` for ``BRUTAL_KILL``), in reverse start ord
 waits for all of them, killing each child whose own ``shutdown`` timeout expires. So
 stopping N children that each take the full timeout takes one timeout, not N. Each
 unexpected end is logged ``shutdown_error``. The log events are those of a
-``Supervisor`` (without ``child_exited`` for dynamic children's ``auto_shutdown``).
+``Supervisor`` (there is no ``auto_shutdown``).
 """
 
 from __future__ import annotations

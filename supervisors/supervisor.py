@@ -47,6 +47,7 @@ also ``offender`` (OTP's key) and ``reason``:
 
 * ``child_started`` (info) -- a child was started (``pid``).
 * ``child_restarted`` (info) -- a child was started again after an exit.
+* ``child_ignored`` (info) -- a child's start returned ``None`` (*ignore*).
 * ``restart_delayed`` (info) -- restarts wait ``delay`` seconds (backoff).
 * ``child_terminated`` (error) -- a child exited abnormally (or a permanent child exited).
 * ``child_exited`` (info) -- a non-permanent child exited in an orderly way.
