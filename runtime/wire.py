@@ -75,7 +75,8 @@ Errors
     (an int beyond 64 bits, a str with surrogates, too deep, a frame over the limit);
     the encoder stays usable.
 
-Neither class is thread-safe: use one encoder and one decoder per connection.
+Neither class is thread-safe: use one encoder and one decoder per connection. The
+module-level shortcuts (:func:`encode`, :func:`pack_value` ...) keep one per thread.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from __future__ import annotations
 import enum
 import operator
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, TypeAlias, TypeVar, final, overload
 
@@ -1143,6 +1145,7 @@ class FrameDecoder:
         unpackb = msgpack.unpackb
         ops = self._ops
         append = out.append
+        heads: bytes | bytearray = b""  # buf translated by _HEADS, made when first needed
         while n - off >= 4 and room != 0:
             (size,) = unpack_from(buf, off)
             if size > max_frame or size == 0:
@@ -1160,7 +1163,13 @@ class FrameDecoder:
             except Exception as exc:  # anything the peer sent that msgpack refuses
                 raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from exc
             if size > depth_limit:
-                unpacking.check_depth(body, value)
+                # A value D deep needs D container heads: count them, walk only if needed.
+                if not heads:
+                    heads = buf.translate(_HEADS)
+                if size - heads.count(b"\x00", off + 4, end) > depth_limit:
+                    problem = _walk(value, depth_limit, unpacking.registry._by_type, keys=False)
+                    if problem is not None:
+                        raise ProtocolError(problem)
             if type(value) is not list or not value:
                 raise ProtocolError("frame body is not an operation array")
             spec = ops.get(value[0]) if type(value[0]) is int else None
@@ -1180,17 +1189,27 @@ class FrameDecoder:
 
 # --------------------------------------------------------------------------- shortcuts
 
-_DEFAULT_ENCODER: Final = FrameEncoder()
+# The shortcuts keep one codec per thread: a msgpack Packer calls back into Python (the
+# ext hooks), so two threads sharing one could interleave inside it.
+_local = threading.local()
+
+
+def _default_encoder() -> FrameEncoder:
+    try:
+        encoder: FrameEncoder = _local.encoder
+    except AttributeError:
+        encoder = _local.encoder = FrameEncoder()
+    return encoder
 
 
 def encode(op: Op) -> bytes:
     """One frame holding *op*, with :data:`DEFAULT_REGISTRY`; see :meth:`FrameEncoder.encode`."""
-    return _DEFAULT_ENCODER.encode(op)
+    return _default_encoder().encode(op)
 
 
 def encode_many(ops: Iterable[Op]) -> bytes:
     """The frames of *ops* in one buffer; see :meth:`FrameEncoder.encode_many`."""
-    return _DEFAULT_ENCODER.encode_many(ops)
+    return _default_encoder().encode_many(ops)
 
 
 def pack_value(
@@ -1214,16 +1233,17 @@ def unpack_value(
     return _value_codec(registry, max_depth)[1].unpack(data)
 
 
-_VALUE_CODECS: dict[tuple[Registry, int], tuple[_Packing, _Unpacking]] = {}
-
-
 def _value_codec(registry: Registry | None, max_depth: int) -> tuple[_Packing, _Unpacking]:
+    try:
+        codecs: dict[tuple[Registry, int], tuple[_Packing, _Unpacking]] = _local.codecs
+    except AttributeError:
+        codecs = _local.codecs = {}
     key = (registry or DEFAULT_REGISTRY, max_depth)
-    codec = _VALUE_CODECS.get(key)
+    codec = codecs.get(key)
     if codec is None:
         if max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, not {max_depth}")
-        codec = _VALUE_CODECS[key] = (
+        codec = codecs[key] = (
             _Packing(key[0], max_depth, base=0),
             _Unpacking(key[0], max_depth, base=0),
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
+import threading
 import tracemalloc
 from typing import Any
 
@@ -233,6 +235,28 @@ class TestOperations:
         data = encode_many([Heartbeat(), Link(P, Q)]) + encode(Goodbye())
 
         assert [Heartbeat(), Link(P, Q), Goodbye("")] == FrameDecoder().feed(data)
+
+    def test_module_shortcuts_are_safe_across_threads(self) -> None:
+        """Threads encoding at once through encode() never mix their frames."""
+        op = Send(P, [("x", Q, (i, (i,))) for i in range(20)], Q)
+        expected = encode(op)
+        results: list[bool] = []
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+
+            def work() -> None:
+                results.append(all(encode(op) == expected for _ in range(300)))
+
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(old)
+
+        assert results == [True] * 4
 
     def test_handshake_operations_round_trip_on_a_handshake_decoder(self) -> None:
         """HELLO, CHALLENGE, PROOF and REJECT decode only in handshake mode."""
