@@ -21,10 +21,10 @@ What happens to the child that exited, by restart type and exit reason (OTP's
 restart           exit            outcome                    label
 ================  ==============  =========================  ===================
 permanent         any             restarted (by strategy)    ``child_terminated``
-transient         orderly         spec forgotten             ``child_exited``
+transient         orderly         kept, not running          ``child_exited``
 transient         abnormal        restarted (by strategy)    ``child_terminated``
-temporary         orderly         spec forgotten             ``child_exited``
-temporary         abnormal        spec forgotten             ``child_terminated``
+temporary         orderly         spec deleted               ``child_exited``
+temporary         abnormal        spec deleted               ``child_terminated``
 ================  ==============  =========================  ===================
 
 A restart by strategy (the exited child is ``X``):
@@ -185,7 +185,9 @@ class Plan:
 
     Attributes:
         stop: ids to stop, in stop order (reverse start order). Default ``()``.
-        forget: ids whose specs to delete (after stopping them). Default ``()``.
+        forget: ids that stop for good, as OTP's ``del_child``: a temporary child's
+            spec is deleted; any other is kept, not running, until
+            ``restart_child`` or ``delete_child``. Default ``()``.
         shutdown_self: if not ``None``, exit with this reason after stopping ``stop``
             (always ``Shutdown()``); ``start`` is then empty. Default ``None``.
         delay: seconds to wait between stopping and starting (backoff), >= 0.
