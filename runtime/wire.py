@@ -61,19 +61,24 @@ Values
 
 Limits
     A value may nest at most ``max_depth`` (default :data:`MAX_DEPTH`, 64) levels, where
-    lists, tuples, dicts, registered attrs instances and exit reasons each count one
-    level and the operation itself is the first. The sender refuses a deeper value with
-    ``ValueError``; the receiver rejects it with ``ProtocolError`` and never recurses
-    deeper than the limit. Strings, byte strings, arrays, maps and ext payloads cannot be
-    longer than the frame that holds them, so no allocation exceeds the frame limit.
+    lists, tuples, dicts, instances of registered classes (enum members too) and exit
+    reasons each count one level, and the operation itself is the first. The sender
+    refuses a deeper value with ``ValueError``; the receiver rejects it with
+    ``ProtocolError``, and its Python stack never grows with the depth of what it
+    receives (msgpack's C decoder stops at 1024 levels, the ext hooks at the limit, the
+    final check is iterative). Strings, byte strings, arrays, maps and ext payloads
+    cannot be longer than the frame that holds them, so no allocation exceeds the frame
+    limit.
 
 Errors
     A decoder that raised :class:`~runtime.errors.ProtocolError` is *poisoned*: the stream
     is desynchronized, and every later :meth:`FrameDecoder.feed` raises again. The shell
-    closes the connection. Encoding raises :class:`~runtime.errors.Unregistered` for a
-    value of a class that may not travel and ``ValueError`` for a value out of range
-    (an int beyond 64 bits, a str with surrogates, too deep, a frame over the limit);
-    the encoder stays usable.
+    closes the connection. Encoding checks everything the peer will check, so a local
+    mistake never costs the connection: it raises ``TypeError`` for something that is
+    not a well-formed operation (``Send(to="x")``), :class:`~runtime.errors.Unregistered`
+    (a ``TypeError``) for a value of a class that may not travel, and ``ValueError`` for
+    a value out of range (an int beyond 64 bits, a str with surrogates, a dict key that
+    is not str or bytes, too deep, a frame over the limit). The encoder stays usable.
 
 Neither class is thread-safe: use one encoder and one decoder per connection. The
 module-level shortcuts (:func:`encode`, :func:`pack_value` ...) keep one per thread.
@@ -178,9 +183,8 @@ _new_tuple = tuple.__new__
 
 # Bytes that can start a container (array, map, ext) in msgpack. A value nested D deep
 # needs at least D of them in its encoding, so a body holding no more than ``max_depth``
-# of them needs no walk to prove its depth.
-# ``body.translate(_HEADS)`` maps each map head to 2, every other container head to 1
-# and all other bytes to 0.
+# of them needs no walk to prove its depth. ``body.translate(_HEADS)`` maps each map
+# head to 2, every other container head to 1 and all other bytes to 0.
 _MAP_HEADS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _CONTAINER_HEADS = frozenset(range(0x90, 0xA0)) | {
     0xC7,
@@ -642,9 +646,9 @@ def _walk(root: object, limit: int, by_type: dict[type, _Entry], keys: bool) -> 
             children = ()
         else:
             entry = by_type.get(t)
-            if entry is None or entry.values is None:
+            if entry is None:
                 continue
-            children = entry.values(obj)
+            children = () if entry.values is None else entry.values(obj)
         if depth > limit:
             return f"value nested deeper than {limit} levels"
         for child in children:
