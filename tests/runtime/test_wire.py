@@ -612,6 +612,25 @@ class TestLimits:
         with pytest.raises(ProtocolError, match="nested deeper"):
             FrameDecoder().feed(FrameEncoder(max_depth=MAX_DEPTH + 10).encode(too_deep))
 
+    def test_enum_members_count_as_a_level(self) -> None:
+        """An enum member is one level, on both sides."""
+
+        def make(levels: int) -> Any:
+            value: Any = Level.LOW
+            for _ in range(levels - 1):
+                value = [value]
+            return value
+
+        ok = Send(P, make(MAX_DEPTH - 1))
+        too_deep = Send(P, make(MAX_DEPTH))
+
+        assert ok == roundtrip(ok)
+        with pytest.raises(ValueError, match="nested deeper"):
+            FrameEncoder(REG).encode(too_deep)
+        data = FrameEncoder(REG, max_depth=MAX_DEPTH + 1).encode(too_deep)
+        with pytest.raises(ProtocolError, match="nested deeper"):
+            FrameDecoder(REG).feed(data)
+
     def test_depth_counts_dicts_registered_classes_and_reasons(self) -> None:
         """Every kind of container is one level."""
         value: Any = None
