@@ -541,9 +541,7 @@ _BUILTIN_TYPES: Final = frozenset(
 _LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes, Pid, Ref, Name})
 
 
-def _is_dest(x: object) -> bool:
-    t = type(x)
-    return t is Pid or t is Name
+_DESTS: Final = frozenset({Pid, Name})
 
 
 def _is_u64(x: object) -> bool:
@@ -558,7 +556,7 @@ def _is_name(x: object) -> bool:
 # to what arrives, and the encoder to what it is asked to send, so a local mistake is the
 # sender's TypeError and never a frame that makes the peer drop the connection.
 _CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
-    1: lambda a: len(a) == 4 and _is_dest(a[1]) and (a[3] is None or type(a[3]) is Pid),
+    1: lambda a: len(a) == 4 and type(a[1]) in _DESTS and (a[3] is None or type(a[3]) is Pid),
     2: lambda a: len(a) == 3 and type(a[1]) is Pid and type(a[2]) is Pid,
     3: lambda a: len(a) == 3 and type(a[1]) is Pid and type(a[2]) is Pid,
     4: lambda a: (
@@ -567,12 +565,12 @@ _CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
     5: lambda a: (
         len(a) == 4 and type(a[1]) is Pid and type(a[2]) is Pid and isinstance(a[3], ExitReason)
     ),
-    6: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[2]) is Pid and _is_dest(a[3]),
-    7: lambda a: len(a) == 3 and type(a[1]) is Ref and _is_dest(a[2]),
+    6: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[2]) is Pid and type(a[3]) in _DESTS,
+    7: lambda a: len(a) == 3 and type(a[1]) is Ref and type(a[2]) in _DESTS,
     8: lambda a: (
         len(a) == 5
         and type(a[1]) is Ref
-        and _is_dest(a[2])
+        and type(a[2]) in _DESTS
         and isinstance(a[3], ExitReason)
         and type(a[4]) is Pid
     ),
@@ -895,7 +893,7 @@ class _Unpacking:
             return self._message(self._nested(data, "registered message"))
         if code == EXT_NAME:
             try:
-                items = msgpack.unpackb(data, ext_hook=self._no_ext_hook)
+                items = msgpack.unpackb(data, ext_hook=_ext_in_name)
             except ProtocolError:
                 raise
             except Exception as exc:
@@ -938,6 +936,10 @@ class _Unpacking:
             raise ProtocolError(
                 f"cannot build {items[0]!r} from its fields: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _ext_in_name(code: int, data: bytes) -> object:
+    raise ProtocolError(f"malformed name: ext type {code} inside")
 
 
 def _unident(data: bytes, what: str) -> tuple[str, int, int]:
