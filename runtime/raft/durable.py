@@ -37,7 +37,10 @@ own so that one fsync covers entries and hard state together.
   storage did at that point. One exception, after a crash inside ``apply_snapshot``
   (snapshot saved, log not yet reset): if the old log holds the snapshot's last entry
   with the snapshot's term, it is kept (it matches the snapshot, as Raft allows);
-  otherwise it is discarded.
+  otherwise it is discarded. The same check makes a Raft precondition visible: an entry
+  at or below the snapshot's index is committed and must never be replaced (the core
+  never does; ``MemoryStorage`` would accept it, this storage discards such a log on
+  reopen).
 * A write or fsync failure fails the storage for good (:class:`~runtime.raft.records.
   LogFailed`); reopen to recover. Damage that a crash cannot explain raises
   :class:`~runtime.raft.records.LogCorrupted` from ``open`` or from reads.
@@ -84,6 +87,7 @@ log = structlog.get_logger("runtime.raft.durable")
 _ENTRY, _HARD_STATE, _COMPACT, _RESET = 0, 1, 2, 3
 _SNAPSHOT_FILE = "snapshot"
 _EMPTY_SNAPSHOT = Snapshot(0, 0, (), b"")
+_KINDS = {int(k): k for k in EntryKind}
 
 
 def _pack(obj: list[Any]) -> bytes:
@@ -174,7 +178,12 @@ class DurableStorage:
         return self
 
     def _replay(self, pos: int, payload: bytes) -> None:
-        rec = msgpack.unpackb(payload)
+        try:
+            self._replay_record(pos, msgpack.unpackb(payload))
+        except (ValueError, TypeError, IndexError) as exc:
+            raise LogCorrupted(f"undecodable record ({exc})", self._dir) from exc
+
+    def _replay_record(self, pos: int, rec: list[Any]) -> None:
         tag = rec[0]
         if tag == _ENTRY:
             term, index = rec[1], rec[2]
@@ -296,11 +305,12 @@ class DurableStorage:
             raise LogUnavailable(f"raft: index {hi - 1} unavailable (last {self.last_index()})")
         positions = self._pos[lo - base - 1 : hi - base - 1]
         out = []
+        unpackb = msgpack.unpackb
         for expected, payload in enumerate(self._rlog.read_many(positions), lo):
-            tag, term, index, kind, data = msgpack.unpackb(payload)
+            tag, term, index, kind, data = unpackb(payload)
             if tag != _ENTRY or index != expected:
                 raise LogCorrupted(f"record for entry {expected} holds {index}", self._dir)
-            out.append(Entry(term, index, EntryKind(kind), data))
+            out.append(Entry(term, index, _KINDS.get(kind) or EntryKind(kind), data))
         return tuple(out)
 
     def snapshot(self) -> Snapshot:

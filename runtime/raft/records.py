@@ -224,12 +224,21 @@ def _scan(
     """Parse records from the start of ``buf``; return (end of valid prefix, bad record?)."""
     offset = 0
     size = len(buf)
+    unpack = _HEADER.unpack_from
+    crc32 = zlib.crc32
     while offset < size:
-        end = _parse_at(buf, offset, max_record)
-        if end is None:
+        start = offset + HEADER_BYTES
+        if start > size:
+            return offset, True
+        length, crc = unpack(buf, offset)
+        end = start + length
+        if length > max_record or end > size:
+            return offset, True
+        payload = buf[start:end]
+        if crc32(payload, crc32(buf[offset : start - 4])) != crc:
             return offset, True
         if visit is not None:
-            visit(base | offset, buf[offset + HEADER_BYTES : end])
+            visit(base | offset, payload)
         offset = end
     return offset, False
 
@@ -538,6 +547,8 @@ class RecordLog:
         out: list[bytes] = []
         i = 0
         n = len(positions)
+        unpack = _HEADER.unpack_from
+        crc32 = zlib.crc32
         while i < n:
             seq = segment_of(positions[i])
             seg = self._segment(seq)
@@ -555,12 +566,17 @@ class RecordLog:
                 raise LogCorrupted("record beyond end of segment", seg.path, hi_off)
             (length,) = _LENGTH.unpack_from(head)
             buf = os.pread(seg.fd, hi_off + HEADER_BYTES + length - lo, lo)
+            size = len(buf)
             for p in positions[i:j]:
                 off = (p & _OFFSET_MASK) - lo
-                end = _parse_at(buf, off, self._max_record)
-                if end is None:
-                    raise LogCorrupted("record fails its check on read", seg.path, off + lo)
-                out.append(buf[off + HEADER_BYTES : end])
+                start = off + HEADER_BYTES
+                if start <= size:
+                    length, crc = unpack(buf, off)
+                    payload = buf[start : start + length]
+                    if len(payload) == length and crc32(payload, crc32(buf[off : off + 4])) == crc:
+                        out.append(payload)
+                        continue
+                raise LogCorrupted("record fails its check on read", seg.path, off + lo)
             i = j
         return out
 

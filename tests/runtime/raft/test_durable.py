@@ -479,3 +479,16 @@ def test_damaged_entry_record_is_reported_on_read(tmp_path: Path) -> None:
 
         with pytest.raises(LogCorrupted):
             s.entries(1, 3)
+
+
+def test_undecodable_record_is_corruption(tmp_path: Path) -> None:
+    """A record with a valid CRC that is not a storage record raises LogCorrupted."""
+    with DurableStorage.open(tmp_path) as s:
+        s.append(ents(1, 2))
+        s.sync()
+    with RecordLog.open(tmp_path) as rlog:
+        rlog.append(b"\xc1 not msgpack")
+        rlog.sync()
+
+    with pytest.raises(LogCorrupted, match="undecodable"):
+        DurableStorage.open(tmp_path)
