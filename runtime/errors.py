@@ -31,6 +31,14 @@ class MailboxFull(RegencyError):
         self.bound = bound
 
 
+class PeerBusy(MailboxFull):
+    """The connection to the receiver's node has too much unsent data; nothing was queued.
+
+    Raised to the sender of a non-blocking ``send`` to another node; ``send_wait``
+    waits for the connection to drain instead.
+    """
+
+
 class NoProcError(RegencyError, LookupError):
     """A name is not registered, or an operation that needs a live process found none."""
 

@@ -101,6 +101,12 @@ class Remote(Protocol):
     def reply(self, ref: Ref, value: object) -> None:
         """Deliver a call's reply to the node that made *ref*."""
 
+    async def send_wait(self, to: Pid | Name, msg: object) -> None:
+        """Like :meth:`send`, waiting while the connection's buffer is full."""
+
+    def close(self) -> None:
+        """Close every connection; called when the node stops."""
+
 
 @final
 class _Monitor:
@@ -242,6 +248,8 @@ class Node:
             self._terminate(proc, reason)
         for scope in self._timers.values():
             scope.cancel()
+        if self.remote is not None:
+            self.remote.close()
 
     @property
     def closing(self) -> bool:
@@ -655,8 +663,7 @@ class Node:
             else:
                 self.dead_letters += 1
         elif self.remote is not None:
-            self.remote.send(to, msg)
-            await self._budget_checkpoint()
+            await self.remote.send_wait(to, msg)
         else:
             self.dead_letters += 1
 
