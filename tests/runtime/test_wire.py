@@ -53,7 +53,9 @@ from runtime.wire import (
     Unlink,
     encode,
     encode_many,
+    message,
     pack_value,
+    register_message,
     unpack_value,
 )
 
@@ -97,6 +99,23 @@ class Job:
     id: int = attrs.field(validator=attrs.validators.ge(0))
     level: Level = Level.LOW
     tags: tuple[str, ...] = attrs.field(default=(), kw_only=True)
+
+
+@message(name="tests.runtime.test_wire.Shortcut")
+@attrs.frozen
+class Shortcut:
+    """Registered in the default registry with the module-level decorator."""
+
+    a: int
+
+
+class Mode(enum.Enum):
+    """Registered in the default registry with register_message."""
+
+    ON = 1
+
+
+register_message(Mode, "tests.runtime.test_wire.Mode")
 
 
 @attrs.frozen
@@ -779,18 +798,8 @@ class TestRegistry:
 
     def test_register_message_and_message_use_the_default_registry(self) -> None:
         """The module-level shortcuts register in DEFAULT_REGISTRY."""
-        from runtime.wire import message, register_message
-
-        @message(name="tests.runtime.test_wire.Shortcut")
-        @attrs.frozen
-        class Shortcut:
-            a: int
-
-        class Mode(enum.Enum):
-            ON = 1
-
-        register_message(Mode, "tests.runtime.test_wire.Mode")
-
+        assert Shortcut in DEFAULT_REGISTRY
+        assert Mode in DEFAULT_REGISTRY
         assert Send(P, Shortcut(1), None) == roundtrip(Send(P, Shortcut(1)), DEFAULT_REGISTRY)
         assert Send(P, Mode.ON, None) == roundtrip(Send(P, Mode.ON), DEFAULT_REGISTRY)
         assert MAX_FRAME == 8 * 1024 * 1024
