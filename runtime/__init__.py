@@ -77,8 +77,12 @@ from .api import (
 from .api import (
     whereis as whereis,
 )
+from .dist import Distribution as Distribution
 from .errors import (
     AlreadyRegistered as AlreadyRegistered,
+)
+from .errors import (
+    AuthenticationFailed as AuthenticationFailed,
 )
 from .errors import (
     CallTimeout as CallTimeout,
@@ -96,7 +100,13 @@ from .errors import (
     NotInProcess as NotInProcess,
 )
 from .errors import (
+    PeerBusy as PeerBusy,
+)
+from .errors import (
     ProcessExit as ProcessExit,
+)
+from .errors import (
+    ProtocolError as ProtocolError,
 )
 from .errors import (
     ReceiveTimeout as ReceiveTimeout,
@@ -110,10 +120,14 @@ from .errors import (
 from .errors import (
     StartFailed as StartFailed,
 )
+from .errors import (
+    Unregistered as Unregistered,
+)
 from .genserver import NOREPLY as NOREPLY
 from .genserver import From as From
 from .genserver import GenServer as GenServer
 from .genserver import Stop as Stop
+from .handshake import load_secret as load_secret
 from .mailbox import DEFAULT_BOUND as DEFAULT_BOUND
 from .messages import Down as Down
 from .messages import Exit as Exit
@@ -150,14 +164,18 @@ from .reasons import (
 from .reasons import (
     Shutdown as Shutdown,
 )
+from .wire import message as message
+from .wire import register_message as register_message
 
 __all__ = [
     "DEFAULT_BOUND",
     "NOREPLY",
     "Abnormal",
     "AlreadyRegistered",
+    "AuthenticationFailed",
     "CallTimeout",
     "Crashed",
+    "Distribution",
     "Down",
     "Exit",
     "ExitReason",
@@ -174,8 +192,10 @@ __all__ = [
     "NodeClosed",
     "Normal",
     "NotInProcess",
+    "PeerBusy",
     "Pid",
     "ProcessExit",
+    "ProtocolError",
     "ReceiveTimeout",
     "Ref",
     "RegencyError",
@@ -184,6 +204,7 @@ __all__ = [
     "StartFailed",
     "Stop",
     "TimerRef",
+    "Unregistered",
     "call",
     "cancel_timer",
     "cast",
@@ -191,10 +212,13 @@ __all__ = [
     "demonitor",
     "exit",
     "link",
+    "load_secret",
+    "message",
     "monitor",
     "node",
     "receive",
     "register",
+    "register_message",
     "reply",
     "self_pid",
     "send",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def test_all_names_resolve_and_have_docstrings(package: str) -> None:
     undocumented = [
         n
         for n in mod.__all__
-        if (callable(getattr(mod, n)) and not (getattr(mod, n).__doc__ or "").strip())
+        if (inspect.isclass(obj := getattr(mod, n)) or inspect.isfunction(obj))
+        and not (inspect.getdoc(obj) or "").strip()
     ]
     assert undocumented == []
 
