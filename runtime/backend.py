@@ -70,7 +70,9 @@ class Backend:
     __slots__ = (
         "cancel_scope",
         "checkpoint",
+        "current_time",
         "move_on_after",
+        "move_on_at",
         "name",
         "open_task_group",
         "park",
@@ -85,6 +87,8 @@ class Backend:
         # A cancel scope with a timeout: trio's own is about twice as cheap as anyio's
         # wrapper around it, and a call with a timeout enters one per call.
         self.move_on_after: Callable[[float], AbstractContextManager[Any]]
+        self.move_on_at: Callable[[float], AbstractContextManager[Any]]
+        self.current_time: Callable[[], float]
         # Spawning a process enters a cancel scope and starts a task: on trio, anyio's
         # wrappers cost four times trio's own calls, so trio is used directly.
         self.cancel_scope: Callable[[], CancelScope]
@@ -96,11 +100,15 @@ class Backend:
             self.unpark = trio.lowlevel.reschedule
             self.checkpoint = trio.lowlevel.checkpoint
             self.move_on_after = trio.move_on_after
+            self.move_on_at = trio.move_on_at
+            self.current_time = trio.current_time
         elif name == "asyncio":
             self.park = _asyncio_park
             self.unpark = _asyncio_unpark
             self.checkpoint = _asyncio_checkpoint
             self.move_on_after = anyio.move_on_after
+            self.move_on_at = _anyio_move_on_at
+            self.current_time = anyio.current_time
             self.cancel_scope = anyio.CancelScope  # type: ignore[assignment]
             self.open_task_group = anyio.create_task_group  # type: ignore[assignment]
         else:  # pragma: no cover - sniffio only reports the two
@@ -139,6 +147,10 @@ async def _asyncio_park(holder: Waitable) -> None:
 def _asyncio_unpark(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _anyio_move_on_at(deadline: float) -> AbstractContextManager[Any]:
+    return anyio.CancelScope(deadline=deadline)
 
 
 async def _asyncio_checkpoint() -> None:

@@ -25,6 +25,8 @@ distribution, a remote link or monitor fires at once with ``NoConnection``.
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -125,13 +127,85 @@ class _Monitor:
 class _ReplySlot(Parkable):
     """Where one pending call's reply (or its server's exit) lands."""
 
-    __slots__ = ("_waiter", "done", "reason", "value")
+    __slots__ = ("_waiter", "done", "reason", "timed_out", "value")
 
     def __init__(self) -> None:
         self._waiter: Any = None
         self.done = False
+        self.timed_out = False
         self.value: object = None
         self.reason: ExitReason | None = None
+
+
+@final
+class _Timeouts(Parkable):
+    """One task per node that times out pending calls: cheaper than a cancel scope per call.
+
+    A call with a timeout pushes ``(deadline, seq, slot)`` on a heap; the task sleeps
+    until the earliest deadline, marks slots that are still waiting as timed out and
+    wakes them. Answered slots are dropped lazily; the heap is rebuilt when more than
+    half of it is answered, so it stays proportional to the calls in flight.
+    """
+
+    __slots__ = ("_backend", "_closed", "_heap", "_next", "_seq", "_waiter")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._heap: list[tuple[float, int, _ReplySlot]] = []
+        self._seq = 0
+        self._next = math.inf
+        self._waiter: Any = None
+        self._closed = False
+
+    def add(self, slot: _ReplySlot, deadline: float) -> None:
+        """Time *slot* out at *deadline* unless it is answered first."""
+        self._seq += 1
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._seq, slot))
+        if len(heap) > 1024 and self._seq % 1024 == 0:
+            live = [e for e in heap if not e[2].done]
+            if len(live) * 2 < len(heap):
+                heapq.heapify(live)
+                self._heap = live
+        if deadline < self._next:
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            self._backend.unpark(w)
+
+    def close(self) -> None:
+        """Stop the task (the node is stopping)."""
+        self._closed = True
+        self._wake()
+
+    async def run(self) -> None:
+        """The task: sleep until the earliest deadline, time out what is still waiting."""
+        backend = self._backend
+        while not self._closed:
+            heap = self._heap
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
+            if not heap:
+                self._next = math.inf
+                await backend.park(self)
+                continue
+            deadline, _, slot = heap[0]
+            if deadline <= backend.current_time():
+                heapq.heappop(heap)
+                slot.timed_out = True
+                slot.done = True
+                w = slot._waiter
+                if w is not None:
+                    slot._waiter = None
+                    backend.unpark(w)
+                continue
+            self._next = deadline
+            with backend.move_on_at(deadline):
+                await backend.park(self)
+            self._next = math.inf
 
 
 @final
@@ -206,6 +280,7 @@ class Node:
         self._budget = DEFAULT_BUDGET  # reductions of callers outside any process
         self._ref_serial = 0
         self._tg: TaskGroup | None = None
+        self._timeouts: _Timeouts | None = None
         self._tg_cm: AbstractAsyncContextManager[TaskGroup] | None = None
         self._backend: Backend | None = None
         self._closing = False
@@ -220,6 +295,8 @@ class Node:
         self._backend = Backend.current()
         self._tg_cm = self._backend.open_task_group()
         self._tg = await self._tg_cm.__aenter__()
+        self._timeouts = _Timeouts(self._backend)
+        self._tg.start_soon(self._timeouts.run, name="regency.timeouts")
         self._node_token = _current_node.set(self)
         self._log.debug("node_started", creation=self.creation)
         return self
@@ -248,6 +325,8 @@ class Node:
             self._terminate(proc, reason)
         for scope in self._timers.values():
             scope.cancel()
+        if self._timeouts is not None:
+            self._timeouts.close()
         if self.remote is not None:
             self.remote.close()
 
@@ -770,15 +849,13 @@ class Node:
         backend = self._backend
         assert backend is not None
         if not slot.done:
-            if timeout is None:
-                while not slot.done:
-                    await backend.park(slot)
-            else:
-                with backend.move_on_after(timeout):
-                    while not slot.done:
-                        await backend.park(slot)
-                if not slot.done:
-                    raise CallTimeout(f"no reply within {timeout} s")
+            if timeout is not None:
+                assert self._timeouts is not None
+                self._timeouts.add(slot, backend.current_time() + timeout)
+            while not slot.done:
+                await backend.park(slot)
+            if slot.timed_out:
+                raise CallTimeout(f"no reply within {timeout} s")
         if slot.reason is not None:
             raise ServerExited(slot.reason)
         return slot.value
