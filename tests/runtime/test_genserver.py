@@ -302,3 +302,38 @@ class TestLifecycle:
                 assert await node.call("counter", "get") == 7
 
         run(scenario)
+
+
+class TestTimeouts:
+    def test_earlier_deadline_added_later_fires_first(self) -> None:
+        """Concurrent calls time out at their own deadlines, whatever order they started in."""
+        fired: dict[str, float] = {}
+
+        async def caller(node: Node, srv: runtime.Pid, label: str, timeout: float) -> None:
+            with pytest.raises(CallTimeout):
+                await node.call(srv, ("sleep", 100), timeout=timeout)
+            fired[label] = trio.current_time()
+
+        async def scenario() -> None:
+            async with Node("n1") as node, anyio.create_task_group() as tg:
+                slow = await node.start_server(Counter)
+                slow2 = await node.start_server(Counter)
+                tg.start_soon(caller, node, slow, "ten", 10)
+                await anyio.sleep(1)
+                tg.start_soon(caller, node, slow2, "two", 2)
+
+        run_on("trio", scenario)
+        assert fired == {"ten": 10.0, "two": 3.0}
+
+    def test_many_answered_calls_leave_no_timeout_backlog(self, run: Any) -> None:
+        """Answered calls do not accumulate in the timeout heap."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter)
+                for _ in range(5000):
+                    await node.call(srv, "get", timeout=60)
+                assert node._timeouts is not None
+                assert len(node._timeouts._heap) < 2100
+
+        run(scenario)
