@@ -298,7 +298,6 @@ class Node:
         self._timeouts = _Timeouts(self._backend)
         self._tg.start_soon(self._timeouts.run, name="regency.timeouts")
         self._node_token = _current_node.set(self)
-        self._log.debug("node_started", creation=self.creation)
         return self
 
     async def __aexit__(self, *exc_info: object) -> bool | None:
@@ -311,7 +310,6 @@ class Node:
                 pass
         assert self._tg_cm is not None
         result = await self._tg_cm.__aexit__(*exc_info)  # type: ignore[arg-type]
-        self._log.debug("node_stopped")
         return result
 
     def stop(self) -> None:
