@@ -284,6 +284,10 @@ async def _invoke_start(spec: ChildSpec) -> Pid | None:
     return result
 
 
+_NODE_STOPPED = Shutdown("node_stopped")
+"""The reason of every process of a stopping node: not a shutdown error of ours."""
+
+
 def _shutdown_ok(spec: ChildSpec, reason: ExitReason) -> bool:
     """Whether a child stopped by the shutdown protocol ended as expected (OTP)."""
     if reason == SHUTDOWN:
@@ -459,7 +463,9 @@ class _SupervisorServer(GenServer):
         reason = await _shutdown_child(pid, child.spec.shutdown)
         self._by_pid.pop(pid, None)
         child.pid = None
-        if not _shutdown_ok(child.spec, reason):
+        if not _shutdown_ok(child.spec, reason) and not (
+            runtime.current_node().closing and reason == _NODE_STOPPED
+        ):
             spec = child.spec
             self._log.error(
                 "shutdown_error", child_id=spec.id, offender=spec.id, reason=str(reason)
