@@ -119,6 +119,8 @@ class DemoConfig:
         deadline: the longest a run may take, in seconds. Default 60.
         requeue_on_down: whether the dispatcher re-queues the task of a worker that
             went down. Only tests turn it off, to show the verification catches it.
+        faults: the faults to inject; ``None`` (the default): drawn from ``seed`` by
+            :meth:`FaultPlan.from_seed`. Tests pass one to isolate a mechanism.
     """
 
     seed: int = 1
@@ -131,6 +133,7 @@ class DemoConfig:
     stall_timeout: float = 3.0
     deadline: float = 60.0
     requeue_on_down: bool = True
+    faults: FaultPlan | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.tasks < 1:
@@ -372,7 +375,7 @@ class World:
         if self.rate_limited[model] > 0:
             self.rate_limited[model] -= 1
             self.injected["rate_limit"] += 1
-            raise RateLimited(f"{model}: 429 Too Many Requests (task {task.id})")
+            raise RateLimited(f"{model}: 429 (task {task.id})")
         rng = random.Random(f"think/{self.config.seed}/{task.id}/{self._attempts[task.id]}")
         thinking = rng.uniform(self.config.think_min, self.config.think_max)
         fault = None if task.id in self.fired else self.plan.model_fault(task.id)
@@ -381,7 +384,7 @@ class World:
             self.injected[fault] += 1
         if fault == "crash":
             await anyio.sleep(thinking / 2)
-            raise ModelError(f"malformed tool call in the reply (task {task.id})")
+            raise ModelError(f"malformed tool call (task {task.id})")
         if fault == "hang":
             log.info("fault_injected", fault="hang", worker=worker, task=task.id)
             runtime.trap_exit(True)  # deaf to Shutdown(): only Kill() ends it now
@@ -1133,7 +1136,7 @@ class _Timeline:
         match event:
             case "child_terminated":
                 self.offender[sup] = cid
-                self.emit("crash", f"{cid} died: {reason}  [report from {sup}, {strategy}]")
+                self.emit("crash", f"{cid} died: {reason}  [{sup}: {strategy}]")
             case "restart_delayed":
                 delay = float(ev.get("delay", 0.0))
                 self.emit(
@@ -1147,8 +1150,7 @@ class _Timeline:
                 else:
                     self.emit(
                         "restart",
-                        f"{sup}: restarted {cid} {pid} too ({strategy}: {cid} starts after"
-                        f" {offender} and depends on it)",
+                        f"{sup}: restarted {cid} {pid} too ({strategy}: it depends on {offender})",
                     )
             case "child_started":
                 self._started.setdefault(sup, []).append(cid)
@@ -1165,8 +1167,7 @@ class _Timeline:
             case "reached_max_restart_intensity":
                 self.emit(
                     "crash",
-                    f"{sup}: too many restarts ({cid} last); {sup} gives up and exits,"
-                    " its parent decides",
+                    f"{sup}: restart intensity reached ({cid}): it exits, its parent decides",
                 )
             case "supervisor_stopped":
                 self.emit("note", f"{sup}: stopped its children, exited {reason}")
@@ -1175,8 +1176,8 @@ class _Timeline:
             case "task_requeued":
                 self.emit(
                     "requeue",
-                    f"dispatcher: task {ev['task']} re-queued, its worker {ev['worker']}"
-                    f" is DOWN ({reason})",
+                    f"dispatcher: task {ev['task']} re-queued ({ev['worker']} DOWN:"
+                    f" {reason.split('(')[0]})",
                 )
             case "assignment_forgotten":
                 self.emit(
@@ -1187,8 +1188,8 @@ class _Timeline:
             case "lease_expired":
                 self.emit(
                     "lease",
-                    f"dispatcher: {ev['worker']} silent on task {ev['task']} past its"
-                    f" {ev['lease']:g} s lease: task re-queued, {ev['worker']} to be replaced",
+                    f"dispatcher: {ev['worker']} silent past its {ev['lease']:g} s lease:"
+                    f" task {ev['task']} re-queued, {ev['worker']} to be replaced",
                 )
             case "worker_replaced":
                 self.emit("restart", f"workers: {ev['worker']} started again {ev['pid']}")
@@ -1197,8 +1198,7 @@ class _Timeline:
             case "dispatcher_started":
                 self.emit(
                     "ledger",
-                    f"dispatcher (new): the ledger has {ev['pending']} pending task(s),"
-                    " queued again",
+                    f"dispatcher (new): {ev['pending']} pending task(s) read from the ledger",
                 )
             case "duplicate_rejected":
                 self.emit(
@@ -1247,8 +1247,7 @@ class _Timeline:
         elif fault == "hang":
             self.emit(
                 "chaos",
-                f"{ev['worker']}: model call on task {ev['task']} hangs; it traps exits"
-                " and will not stop when asked",
+                f"{ev['worker']}: model call hangs on task {ev['task']} (trapping exits)",
             )
         elif fault == "rate_limit":
             self.emit("chaos", f"chaos: {ev['model']} starts answering 429 Too Many Requests")
@@ -1336,7 +1335,7 @@ async def run_demo(config: DemoConfig, printer: Printer | None = None) -> DemoRe
     real time.
     """
     out: Printer = printer if printer is not None else _NullPrinter()
-    plan = FaultPlan.from_seed(config.seed, config.tasks, config.workers)
+    plan = config.faults or FaultPlan.from_seed(config.seed, config.tasks, config.workers)
     world = World(config, plan)
     store = LedgerStore()
     tasks = world.tasks()
