@@ -1364,7 +1364,9 @@ async def run_demo(config: DemoConfig, printer: Printer | None = None) -> DemoRe
             elapsed = timeline.now()
             if problem is not None:
                 problems.append(problem)
-            timeline.emit("start", "all tasks recorded; checking the tree and the ledger")
+                timeline.emit("crash", f"stopped waiting: {problem}")
+            else:
+                timeline.emit("start", "all tasks recorded; checking the tree and the ledger")
             rows, counts, healthy = await _settle_tree()
             timeline.live = False
             audit: Audit = Audit(tuple(store.submitted), tuple(store.completions), 0)
@@ -1376,7 +1378,10 @@ async def run_demo(config: DemoConfig, printer: Printer | None = None) -> DemoRe
             with contextlib.suppress(ServerExited):
                 await supervisors.stop("root")
     out.close()
-    return _verify(config, plan, world, timeline, audit, rows, counts, healthy, problems, elapsed)
+    stalled = problem is not None
+    return _verify(
+        config, plan, world, timeline, audit, rows, counts, healthy, problems, elapsed, stalled
+    )
 
 
 def _verify(
@@ -1390,6 +1395,7 @@ def _verify(
     healthy: bool,
     problems: list[str],
     elapsed: float,
+    stalled: bool,
 ) -> DemoResult:
     """Check the ledger's records against the submitted tasks and expected results."""
     by_task = collections.Counter(c.task for c in audit.completions)
@@ -1430,7 +1436,7 @@ def _verify(
         tree=tuple(rows),
         counts=tuple(counts),
         elapsed=round(elapsed, 4),
-        stalled=any("stuck" in p for p in problems),
+        stalled=stalled,
         problems=tuple(problems),
         timeline=tuple(timeline.entries),
     )
