@@ -1123,7 +1123,7 @@ class _Timeline:
 
     def _handle(self, method: str, ev: dict[str, Any]) -> None:
         event = str(ev.get("event"))
-        sup = str(ev.get("name", ev.get("supervisor", "?")))
+        sup = str(ev.get("supervisor_name", ev.get("supervisor", "?")))
         cid = str(ev.get("child_id", "?"))
         reason = str(ev.get("reason", ""))
         strategy = STRATEGIES[sup].value if sup in STRATEGIES else "?"

@@ -11,18 +11,31 @@ Ordering and delivery
     buffer, in order. A message to a node that is not connected starts a connection if
     the node's address is known (see :meth:`Distribution.add_peer`), and waits in the
     buffer meanwhile; to a node with no known address it is discarded (a dead letter),
-    and links and monitors on that node fire with ``NoConnection``.
+    and links and monitors on that node fire with ``NoConnection``. If the connection
+    attempt fails, the buffered messages are discarded and links and monitors on that
+    node fire with ``NoConnection``.
+
+One connection per pair
+    When two nodes dial each other at the same time, the connection dialled by the
+    node with the smaller name wins; the other attempt is declined during the
+    handshake, before either side uses it, so neither side sees a ``NoConnection``. A
+    node that dials a peer it believes connected (the peer lost the connection, or
+    restarted with a new creation) replaces the old connection, which then counts as
+    lost.
 
 Security
     Every connection starts with the mutual HMAC-SHA256 handshake of
     :mod:`runtime.handshake` over the shared secret; nothing else is read before it
-    succeeds. Frames are length-prefixed msgpack (:mod:`runtime.wire`), checked against
-    size and depth limits before allocation; only msgpack types, pids, refs, names, exit
-    reasons and registered classes travel, never pickle. A frame that is malformed,
-    oversized, forged (an operation on behalf of a process of a third node) or arrives
-    before authentication closes that connection alone, with a ``connection_closed``
-    log line saying why; every other peer is unaffected. TLS is optional (pass an
-    ``ssl.SSLContext``).
+    succeeds, and a handshake that fails or takes longer than ``connect_timeout``
+    closes the connection with a ``connection_rejected`` log line. Frames are
+    length-prefixed msgpack (:mod:`runtime.wire`), checked against size and depth
+    limits before allocation; only msgpack types, pids, refs, names, exit reasons and
+    registered classes travel, never pickle. After the handshake, a frame that is
+    malformed, oversized, or forged (an operation on behalf of a process of a third
+    node, or addressed to a process of another node) closes that connection alone,
+    with a ``connection_closed`` log line saying why; every other peer is unaffected.
+    A well-formed message for a process that does not exist is a dead letter, as
+    locally. TLS is optional (pass an ``ssl.SSLContext``).
 
 Failure detection
     A connection idle for ``heartbeat_interval`` seconds carries a heartbeat; a peer
@@ -36,16 +49,19 @@ Backpressure
     Messages to a peer are encoded at once (so an unregistered class fails in the
     sender) into that peer's buffer, which a writer task flushes with one syscall per
     batch (write coalescing). When the buffer holds more than ``max_buffer`` bytes,
-    ``send`` raises :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room.
-    On the receiving side a full mailbox stops the connection's reader, so TCP itself
-    slows the sender: no message already accepted is lost. Exit signals, monitors and
-    replies bypass the buffer limit.
+    ``send`` raises :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room
+    (also while the connection is being made). On the receiving side a full mailbox
+    stops the connection's reader, so TCP itself slows the sender: no message already
+    accepted is lost. Exit signals, monitors and replies bypass the buffer limit. The
+    memory a peer costs is bounded by about twice ``max_buffer`` plus the kernel's
+    socket buffers.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import anyio
@@ -66,16 +82,17 @@ from .handshake import (
 from .messages import Call, Cast, Down, Exit
 from .node import Node
 from .pid import Name, Pid, Ref
-from .reasons import ExitReason
+from .reasons import Abnormal, ExitReason
 
 log = structlog.get_logger("regency")
 
-for _cls, _name in [
+_RUNTIME_MESSAGES: Final = [
     (Call, "regency.Call"),
     (Cast, "regency.Cast"),
     (Down, "regency.Down"),
     (Exit, "regency.Exit"),
-]:
+]
+for _cls, _name in _RUNTIME_MESSAGES:
     wire.DEFAULT_REGISTRY.register(_cls, _name)
 
 DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
@@ -87,8 +104,12 @@ DEFAULT_HEARTBEAT_TIMEOUT: Final = 5.0
 DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 """Bytes a peer's outgoing buffer holds before ``send`` raises ``PeerBusy``."""
 
+# Reasons an acceptor declines an authenticated connection; the initiator recognises them
+# in the Reject and waits for the connection that wins instead of failing.
 _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dials"
+_ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
+_REDIAL_PAUSE: Final = 0.05  # seconds wait_connected waits after a failed attempt
 
 
 @final
@@ -102,21 +123,33 @@ class _Room(Parkable):
 
 
 @final
-class _Peer(Parkable):
+class _Conn(Parkable):
+    """One live connection: its cancel scope, and where its idle writer parks."""
+
+    __slots__ = ("_waiter", "dialled", "scope")
+
+    def __init__(self, dialled: bool) -> None:
+        self._waiter: Any = None
+        self.scope = anyio.CancelScope()
+        self.dialled = dialled  # True if this node opened it
+
+
+@final
+class _Peer:
     """Everything about one remote node: its buffer, its connection, its address."""
 
     __slots__ = (
-        "_waiter",
         "address",
         "buf",
-        "connected",
+        "changed",
+        "conn",
         "creation",
         "dialing",
         "encoder",
+        "failed",
         "name",
         "rooms",
-        "scope",
-        "waiting_for_dial",
+        "waiting",
     )
 
     def __init__(self, name: str, registry: wire.Registry, max_frame: int) -> None:
@@ -124,13 +157,22 @@ class _Peer(Parkable):
         self.address: tuple[str, int] | None = None
         self.buf = bytearray()
         self.encoder = wire.FrameEncoder(registry, max_frame=max_frame)
-        self.connected = False
+        self.conn: _Conn | None = None
         self.creation: int | None = None
-        self.dialing = False
-        self.waiting_for_dial = False
-        self.scope: anyio.CancelScope | None = None
+        self.dialing = False  # a connection attempt of ours is under way
+        self.waiting = False  # ours was declined: the peer's own attempt is awaited
+        self.failed = False  # the last attempt failed
         self.rooms: deque[_Room] = deque()
-        self._waiter: Any = None
+        self.changed: anyio.Event | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
+    @property
+    def busy(self) -> bool:
+        """True while a connection is being made."""
+        return self.dialing or self.waiting
 
 
 @final
@@ -144,12 +186,22 @@ class Distribution:
         heartbeat_interval: seconds of idleness before a heartbeat is sent.
         heartbeat_timeout: seconds of silence before a peer is declared down; must be
             larger than *heartbeat_interval*.
-        connect_timeout: seconds a connection attempt (TCP and handshake) may take.
+        connect_timeout: seconds a connection attempt (TCP, TLS and handshake) may take,
+            on either side.
         max_buffer: bytes of unsent data per peer before ``send`` raises ``PeerBusy``.
         max_frame: the largest frame accepted or sent, in bytes.
-        ssl_context: wrap every connection in TLS with this context (server side for
-            accepted connections, client side for dialled ones).
-        registry: the message classes allowed on the wire (default: the global one).
+        ssl_context: wrap every connection in TLS with this context: server side for
+            accepted connections, and client side for dialled ones unless
+            *client_ssl_context* is given (one context serving both sides must be made
+            with ``ssl.PROTOCOL_TLS``).
+        client_ssl_context: the context for dialled connections, when it differs.
+        registry: the message classes allowed on the wire (default: the global one);
+            the runtime's own messages (``Call``, ``Cast``, ``Down``, ``Exit``) are added
+            to it.
+
+    Raises:
+        ValueError: *heartbeat_timeout* is not larger than *heartbeat_interval*, or the
+            secret is shorter than 16 bytes.
     """
 
     def __init__(
@@ -163,6 +215,7 @@ class Distribution:
         max_buffer: int = DEFAULT_MAX_BUFFER,
         max_frame: int = wire.MAX_FRAME,
         ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
         registry: wire.Registry | None = None,
     ) -> None:
         if heartbeat_timeout <= heartbeat_interval:
@@ -177,16 +230,21 @@ class Distribution:
         self.max_buffer = max_buffer
         self.max_frame = max_frame
         self._ssl = ssl_context
-        self._registry = registry or wire.DEFAULT_REGISTRY
+        self._client_ssl = client_ssl_context or ssl_context
+        self._registry = registry if registry is not None else wire.DEFAULT_REGISTRY
+        for cls, name in _RUNTIME_MESSAGES:
+            self._registry.register(cls, name)
         self._guard = ReplayGuard()
         self._peers: dict[str, _Peer] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
-        self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
+        self._closed = False
         self.address: tuple[str, int] | None = None
         self.rejected_connections = 0
+        """Connections refused because their handshake failed or took too long."""
         self.dropped_messages = 0
-        self._log = log.bind(node=node.name)
+        """Buffers of unsent frames discarded because their connection was lost."""
+        self._log = structlog.get_logger("regency", node=node.name)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -194,18 +252,25 @@ class Distribution:
         """Attach to the node and, with *listen*, accept connections on ``(host, port)``.
 
         Port 0 picks a free port; :attr:`address` tells which. Returns self.
+
+        Raises:
+            RuntimeError: the node is not entered, or already has a distribution layer.
+            OSError: the address cannot be listened on.
         """
         if self.node.remote is not None:
             raise RuntimeError(f"node {self.node.name} already has a distribution layer")
         tg = self.node._tg
         if tg is None:
             raise RuntimeError("enter the node (async with) before starting distribution")
-        await _start_in(tg, self._run)
+        await tg.start(self._run)  # type: ignore[attr-defined]
         if listen is not None:
-            listener = await anyio.create_tcp_listener(
-                local_host=listen[0], local_port=listen[1], reuse_port=False
-            )
-            self._listeners.append(listener)
+            try:
+                listener = await anyio.create_tcp_listener(
+                    local_host=listen[0], local_port=listen[1], reuse_port=False
+                )
+            except BaseException:
+                self.close()
+                raise
             sock: Any = listener.extra(anyio.abc.SocketAttribute.local_address)
             self.address = (str(sock[0]), int(sock[1]))
             assert self._tg is not None
@@ -223,13 +288,23 @@ class Distribution:
                 await anyio.sleep_forever()
 
     def close(self) -> None:
-        """Say goodbye to every peer and stop all connections. Idempotent."""
+        """Stop all connections; peers see every link and monitor fire. Idempotent.
+
+        Afterwards the node behaves as one without distribution: a message to another
+        node is a dead letter, a link or monitor on it fires ``NoConnection`` at once.
+        """
+        if self._closed:
+            return
+        self._closed = True
         for peer in self._peers.values():
             if peer.connected:
-                self._push(peer, wire.Goodbye("node stopping"), force=True)
+                self._push(peer, wire.Goodbye("node stopping"))
         if self._scope is not None:
             self._scope.cancel()
-        self._listeners.clear()
+        if self.node.remote is self:
+            self.node.remote = None
+        for peer in self._peers.values():
+            self._notify(peer)
 
     def add_peer(self, name: str, host: str, port: int) -> None:
         """Record where node *name* listens, so messages to it connect on demand."""
@@ -247,32 +322,61 @@ class Distribution:
     async def connect(self, host: str, port: int, name: str | None = None) -> str:
         """Connect to the node listening at ``(host, port)``; returns its name.
 
-        With *name*, the peer must have that name. Returns at once if already connected.
+        With *name*, the peer must have that name and its address is recorded as with
+        :meth:`add_peer`. Returns at once if that node is already connected, and waits
+        for an attempt already under way rather than starting another. The connection
+        then lives on in the background until it is lost or :meth:`close` is called.
 
         Raises:
             OSError: the TCP connection failed.
             AuthenticationFailed: the handshake failed (wrong secret, wrong name...).
+            ProtocolError: the peer declined in favour of its own attempt, which then
+                did not arrive.
             TimeoutError: the attempt took longer than ``connect_timeout``.
+            RuntimeError: the distribution layer is closed.
         """
-        if name is not None:
-            self._peer(name).address = (host, port)
-            if self.is_connected(name):
-                return name
-        return await self._dial(host, port, name)
+        if name is None:
+            name = next((p.name for p in self._peers.values() if p.address == (host, port)), None)
+        if name is None:
+            return await self._dial(host, port, None)
+        peer = self._peer(name)
+        peer.address = (host, port)
+        while peer.busy and not self._closed:
+            await self._changed(peer)
+        if peer.connected:
+            return name
+        try:
+            return await self._dial(host, port, name)
+        except Exception as e:
+            self._dial_failed(peer, e)
+            raise
 
     async def wait_connected(self, name: str, timeout: float = 10.0) -> None:
-        """Wait until node *name* is connected (dialling it if its address is known)."""
+        """Wait until node *name* is connected, dialling it (again) if its address is known.
+
+        Raises:
+            TimeoutError: not connected within *timeout* seconds.
+        """
         peer = self._peer(name)
         with anyio.fail_after(timeout):
             while not peer.connected:
-                if not peer.dialing and peer.address is not None:
+                if peer.failed:
+                    await anyio.sleep(_REDIAL_PAUSE)
+                if not peer.connected and not peer.busy and peer.address is not None:
                     self._dial_soon(peer)
-                await anyio.sleep(0.01)
+                if not peer.connected:
+                    await self._changed(peer)
 
     # -- the Remote protocol, called by the node -------------------------------------
 
     def send(self, to: Pid | Name, msg: object) -> None:
-        """Queue a message for a process or name on another node (see the module doc)."""
+        """Queue a message for a process or name on another node (see the module doc).
+
+        Raises:
+            PeerBusy: the peer's buffer holds more than ``max_buffer`` bytes.
+            Unregistered: *msg* holds a value of a class that may not travel.
+            ValueError: *msg* is too deep, too big or out of range for the wire.
+        """
         peer = self._reachable(to.node if isinstance(to, Pid) else str(to.node))
         if peer is None:
             self.node.dead_letters += 1
@@ -287,12 +391,14 @@ class Distribution:
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
         node = to.node if isinstance(to, Pid) else str(to.node)
-        peer = self._reachable(node)
-        while peer is not None and len(peer.buf) > self.max_buffer and peer.connected:
+        backend = self.node._backend
+        assert backend is not None
+        while True:
+            peer = self._reachable(node)
+            if peer is None or len(peer.buf) <= self.max_buffer:
+                break
             room = _Room()
             peer.rooms.append(room)
-            backend = self.node._backend
-            assert backend is not None
             try:
                 await backend.park(room)
             finally:
@@ -307,12 +413,22 @@ class Distribution:
 
     def unlink(self, frm: Pid, to: Pid) -> None:
         """Tell *to*'s node that *frm* removed its link."""
-        self._signal(to.node, wire.Unlink(frm, to))
+        self._signal(to.node, wire.Unlink(frm, to), quiet=True)
 
     def exit(self, frm: Pid, to: Pid, reason: ExitReason, *, link: bool) -> None:
-        """Deliver an exit signal to a process on another node."""
-        op = wire.LinkExit(frm, to, reason) if link else wire.Exit(frm, to, reason)
-        self._signal(to.node, op)
+        """Deliver an exit signal to a process on another node.
+
+        The runtime's own signals (*link*: a linked process ended) always go out: a
+        reason that cannot travel is sent as ``Abnormal(repr(value))``.
+
+        Raises:
+            Unregistered: for ``exit(pid, reason)`` by user code, *reason* holds a value
+                of a class that may not travel.
+        """
+        if link:
+            self._signal_reason(to.node, reason, lambda r: wire.LinkExit(frm, to, r), quiet=False)
+        else:
+            self._signal(to.node, wire.Exit(frm, to, reason))
 
     def monitor(self, ref: Ref, watcher: Pid | None, target: Pid | Name) -> None:
         """Ask *target*'s node to monitor it for *watcher*."""
@@ -326,12 +442,17 @@ class Distribution:
 
     def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
         """Tell *watcher_node* that a local process it monitored ended."""
-        self._signal(
-            watcher_node, wire.Down(ref, target, reason, Pid(watcher_node, 0, 0)), quiet=True
+        watcher = Pid(watcher_node, 0, 0)
+        self._signal_reason(
+            watcher_node, reason, lambda r: wire.Down(ref, target, r, watcher), quiet=True
         )
 
     def reply(self, ref: Ref, value: object) -> None:
-        """Send a call's reply to the node that made the call."""
+        """Send a call's reply to the node that made the call.
+
+        Raises:
+            Unregistered: *value* holds a value of a class that may not travel.
+        """
         self._signal(
             ref.node, wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation)), quiet=True
         )
@@ -349,9 +470,11 @@ class Distribution:
     def _reachable(self, name: str) -> _Peer | None:
         """The peer, dialling it if needed; None when it cannot be reached at all."""
         peer = self._peers.get(name)
-        if peer is None or (not peer.connected and peer.address is None and not peer.dialing):
+        if self._closed or peer is None:
             return None
-        if not peer.connected and not peer.dialing and not peer.waiting_for_dial:
+        if not peer.connected and not peer.busy:
+            if peer.address is None:
+                return None
             self._dial_soon(peer)
         return peer
 
@@ -361,86 +484,174 @@ class Distribution:
             if not quiet:
                 self._unreachable_soon(name)
             return
-        self._push(peer, op, force=True)
+        self._push(peer, op)
 
-    def _push(self, peer: _Peer, op: wire.Op, *, force: bool = False) -> None:
+    def _signal_reason(
+        self,
+        name: str,
+        reason: ExitReason,
+        make: Callable[[ExitReason], wire.Op],
+        *,
+        quiet: bool,
+    ) -> None:
+        """Send an operation carrying *reason*, replacing a reason that cannot travel."""
+        try:
+            op = make(reason)
+            self._signal(name, op, quiet=quiet)
+        except (TypeError, ValueError) as e:
+            self._log.warning(
+                "reason_not_sendable", peer=name, reason=repr(reason)[:200], error=str(e)
+            )
+            self._signal(name, make(Abnormal(repr(reason)[:1000])), quiet=quiet)
+
+    def _push(self, peer: _Peer, op: wire.Op) -> None:
         peer.buf += peer.encoder.encode(op)
-        w = peer._waiter
-        if w is not None:
-            peer._waiter = None
-            backend = self.node._backend
-            assert backend is not None
-            backend.unpark(w)
+        conn = peer.conn
+        if conn is not None:
+            w = conn._waiter
+            if w is not None:
+                conn._waiter = None
+                backend = self.node._backend
+                assert backend is not None
+                backend.unpark(w)
+
+    def _wake_rooms(self, peer: _Peer) -> None:
+        backend = self.node._backend
+        while peer.rooms:
+            room = peer.rooms.popleft()
+            w = room._waiter
+            if w is not None and backend is not None:
+                room._waiter = None
+                backend.unpark(w)
 
     def _unreachable_soon(self, name: str) -> None:
-        """Fire links and monitors on *name* with NoConnection, once the caller has recorded them."""
-        if self._tg is not None:
+        """Fire links and monitors on *name* with NoConnection once the caller recorded them."""
+        if self._tg is not None and not self._closed:
             self._tg.start_soon(self._fire_unreachable, name)
 
     async def _fire_unreachable(self, name: str) -> None:
         await anyio.lowlevel.checkpoint()
         peer = self._peers.get(name)
-        if peer is None or not peer.connected:
+        if peer is None or not (peer.connected or peer.busy):
             self.node.node_down(name)
 
-    # -- connections -----------------------------------------------------------------
+    # -- state changes ---------------------------------------------------------------
+
+    def _notify(self, peer: _Peer) -> None:
+        ev, peer.changed = peer.changed, None
+        if ev is not None:
+            ev.set()
+
+    async def _changed(self, peer: _Peer) -> None:
+        """Wait for the next change of *peer*'s connection state."""
+        if peer.changed is None:
+            peer.changed = anyio.Event()
+        await peer.changed.wait()
+
+    # -- dialling --------------------------------------------------------------------
 
     def _dial_soon(self, peer: _Peer) -> None:
-        if self._tg is None or peer.address is None or peer.dialing:
+        if self._tg is None or self._closed or peer.address is None or peer.busy:
             return
         peer.dialing = True
-        host, port = peer.address
-        self._tg.start_soon(self._dial_background, peer, host, port)
+        self._tg.start_soon(self._dial_background, peer, *peer.address)
 
     async def _dial_background(self, peer: _Peer, host: str, port: int) -> None:
         try:
             await self._dial(host, port, peer.name)
-        except (OSError, ProtocolError, TimeoutError, anyio.BrokenResourceError) as e:
-            self._log.warning("connect_failed", peer=peer.name, error=str(e))
-            if not peer.connected and not peer.waiting_for_dial:
-                self._lost(peer, f"connect failed: {e}")
-        finally:
-            peer.dialing = False
+        except Exception as e:
+            self._dial_failed(peer, e)
+
+    def _dial_failed(self, peer: _Peer, e: Exception) -> None:
+        self._log.warning("connect_failed", peer=peer.name, error=str(e) or type(e).__name__)
+        if not peer.connected and not peer.busy:
+            peer.failed = True
+            self._lost(peer, f"connect failed: {e}")
 
     async def _dial(self, host: str, port: int, name: str | None) -> str:
+        """Dial, authenticate and adopt a connection; returns the peer's name."""
+        if self._closed:
+            raise RuntimeError(f"the distribution layer of {self.node.name} is closed")
         peer = self._peer(name) if name is not None else None
         if peer is not None:
             peer.dialing = True
+            self._notify(peer)
         try:
-            with anyio.fail_after(self.connect_timeout):
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-                try:
-                    if self._ssl is not None:
-                        stream = await TLSStream.wrap(
-                            stream, server_side=False, ssl_context=self._ssl, hostname=host
+            try:
+                with anyio.fail_after(self.connect_timeout):
+                    stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+                    try:
+                        if self._client_ssl is not None:
+                            stream = await TLSStream.wrap(
+                                stream,
+                                server_side=False,
+                                ssl_context=self._client_ssl,
+                                hostname=host,
+                            )
+                        hs = Handshake(
+                            Role.INITIATOR,
+                            name=self.node.name,
+                            creation=self.node.creation,
+                            secret=self._secret,
+                            expected_peer=name,
+                            guard=self._guard,
                         )
-                    hs = Handshake(
-                        Role.INITIATOR,
-                        name=self.node.name,
-                        creation=self.node.creation,
-                        secret=self._secret,
-                        expected_peer=name,
-                        guard=self._guard,
-                    )
-                    result: HandshakeResult = await self._handshake(stream, hs)
-                except BaseException:
-                    await anyio.aclose_forcefully(stream)
-                    raise
+                        result = await self._initiate(stream, hs)
+                    except BaseException:
+                        await anyio.aclose_forcefully(stream)
+                        raise
+            except TimeoutError:
+                raise TimeoutError(
+                    f"connecting to {host}:{port} took longer than {self.connect_timeout} s"
+                ) from None
         except AuthenticationFailed as e:
-            if peer is not None and _SIMULTANEOUS in str(e):
-                # The peer dials us at the same time and its connection wins: wait for it.
-                peer.waiting_for_dial = True
-                self._log.debug("simultaneous_connect", peer=peer.name)
-                return peer.name
-            raise
+            if peer is None or not (_SIMULTANEOUS in str(e) or _ALREADY in str(e)):
+                raise
+            return await self._await_peer_dial(peer, str(e))
         finally:
             if peer is not None:
                 peer.dialing = False
-        peer = self._peer(result.name)
-        if peer.address is None:
-            peer.address = (host, port)
-        await self._attach(peer, stream, result)
+                self._notify(peer)
+        if self._closed:
+            await anyio.aclose_forcefully(stream)
+            raise RuntimeError(f"the distribution layer of {self.node.name} is closed")
+        self._adopt(self._peer(result.name), stream, result, dialled=True)
         return result.name
+
+    async def _await_peer_dial(self, peer: _Peer, why: str) -> str:
+        """Our attempt was declined for the peer's own: wait for that one to arrive."""
+        self._log.debug("connect_declined", peer=peer.name, reason=why)
+        if peer.connected:
+            return peer.name
+        peer.dialing = False
+        peer.waiting = True
+        try:
+            with anyio.move_on_after(self.connect_timeout):
+                while not peer.connected and not self._closed:
+                    await self._changed(peer)
+        finally:
+            peer.waiting = False
+            self._notify(peer)
+        if not peer.connected:
+            raise ProtocolError(
+                f"{peer.name} declined our connection for its own, which did not arrive "
+                f"within {self.connect_timeout} s"
+            )
+        return peer.name
+
+    async def _initiate(self, stream: anyio.abc.ByteStream, hs: Handshake) -> HandshakeResult:
+        await stream.send(hs.data_to_send())
+        while not hs.done:
+            data = await _receive_handshake(stream)
+            try:
+                hs.receive_data(data)
+            finally:
+                out = hs.data_to_send()
+                if out:
+                    await stream.send(out)
+        return hs.result
+
+    # -- accepting -------------------------------------------------------------------
 
     async def _accept_loop(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         assert self._tg is not None
@@ -448,109 +659,126 @@ class Distribution:
             await listener.serve(self._accepted, task_group=self._tg)
 
     async def _accepted(self, raw: anyio.abc.SocketStream) -> None:
+        """Authenticate one incoming connection; never raises (a handler error would
+        stop the listener)."""
         stream: anyio.abc.ByteStream = raw
+        address = _address(raw)
         try:
-            with anyio.fail_after(self.connect_timeout):
-                if self._ssl is not None:
-                    stream = await TLSStream.wrap(raw, server_side=True, ssl_context=self._ssl)
-                hs = Handshake(
-                    Role.ACCEPTOR,
-                    name=self.node.name,
-                    creation=self.node.creation,
-                    secret=self._secret,
-                    guard=self._guard,
-                )
-                result = await self._handshake(stream, hs, acceptor=True)
-        except (
-            OSError,
-            ProtocolError,
-            TimeoutError,
-            anyio.BrokenResourceError,
-            anyio.EndOfStream,
-            ssl.SSLError,
-        ) as e:
+            try:
+                with anyio.fail_after(self.connect_timeout):
+                    if self._ssl is not None:
+                        stream = await TLSStream.wrap(raw, server_side=True, ssl_context=self._ssl)
+                    hs = Handshake(
+                        Role.ACCEPTOR,
+                        name=self.node.name,
+                        creation=self.node.creation,
+                        secret=self._secret,
+                        guard=self._guard,
+                    )
+                    result, proof = await self._respond(stream, hs)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"handshake not finished within {self.connect_timeout} s"
+                ) from None
+        except Exception as e:
             self.rejected_connections += 1
             self._log.warning(
-                "connection_rejected", peer_address=_address(raw), reason=str(e) or type(e).__name__
+                "connection_rejected",
+                peer_address=address,
+                reason=str(e) or type(e).__name__,
+                error=type(e).__name__,
             )
             await anyio.aclose_forcefully(stream)
             return
-        if result is None:  # lost a simultaneous connect; the peer waits for ours
-            await anyio.aclose_forcefully(stream)
-            return
-        await self._attach(self._peer(result.name), stream, result)
+        try:
+            peer = self._peer(result.name)
+            refusal = self._refusal(peer, result)
+            if refusal is None:
+                self._adopt(peer, stream, result, dialled=False, first=proof)
+                return
+            self._log.info("connection_declined", peer=peer.name, reason=refusal)
+            with anyio.move_on_after(self.connect_timeout):
+                await stream.send(wire.FrameEncoder().encode(wire.Reject(refusal)))
+        except Exception as e:  # pragma: no cover - defensive: keep the listener alive
+            self._log.warning("connection_rejected", peer_address=address, reason=repr(e))
+        await anyio.aclose_forcefully(stream)
 
-    async def _handshake(
-        self, stream: anyio.abc.ByteStream, hs: Handshake, *, acceptor: bool = False
-    ) -> Any:
-        if not acceptor:
-            await stream.send(hs.data_to_send())
-        while not hs.done:
-            try:
-                data = await stream.receive(4096)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                raise ProtocolError("connection closed during the handshake") from None
+    async def _respond(
+        self, stream: anyio.abc.ByteStream, hs: Handshake
+    ) -> tuple[HandshakeResult, bytes]:
+        """Run the acceptor's handshake; return the peer and our final proof, unsent."""
+        while True:
+            data = await _receive_handshake(stream)
             try:
                 hs.receive_data(data)
             finally:
                 out = hs.data_to_send()
-                if out and not (acceptor and hs.done):
+                if out and not hs.done:
                     await stream.send(out)
-            if acceptor and hs.done:
-                result = hs.result
-                peer = self._peers.get(result.name)
-                if (
-                    peer is not None
-                    and peer.dialing
-                    and not peer.connected
-                    and self.node.name < result.name
-                ):
-                    await stream.send(wire.FrameEncoder().encode(wire.Reject(_SIMULTANEOUS)))
-                    return None
-                if out:
-                    await stream.send(out)
-                return result
-        return hs.result
+            if hs.done:
+                return hs.result, out
 
-    async def _attach(
-        self, peer: _Peer, stream: anyio.abc.ByteStream, result: HandshakeResult
+    def _refusal(self, peer: _Peer, result: HandshakeResult) -> str | None:
+        """Why an authenticated incoming connection is declined; None to adopt it."""
+        if self._closed:
+            return "node stopping"
+        conn = peer.conn
+        if conn is not None and conn.dialled and peer.creation == result.creation:
+            return _ALREADY
+        if conn is None and peer.dialing and self.node.name < peer.name:
+            return _SIMULTANEOUS
+        return None
+
+    # -- connections -----------------------------------------------------------------
+
+    def _adopt(
+        self,
+        peer: _Peer,
+        stream: anyio.abc.ByteStream,
+        result: HandshakeResult,
+        *,
+        dialled: bool,
+        first: bytes = b"",
     ) -> None:
-        """Run an authenticated connection until it ends, then declare the peer down."""
-        if peer.connected:
-            # The peer reconnected while we thought the old connection alive: the old
-            # one is dead for it, so it is dead for us too.
+        """Make *stream* the peer's connection and serve it in the background."""
+        if peer.conn is not None:
+            # The peer dialled although we had a connection: for it, the old one is
+            # dead (lost, or it restarted), so it is dead for us too.
             self._log.info("connection_replaced", peer=peer.name)
-            if peer.scope is not None:
-                peer.scope.cancel()
+            peer.conn.scope.cancel()
+            peer.conn = None
             self._lost(peer, "replaced by a new connection")
         if peer.creation is not None and peer.creation != result.creation:
             self._log.info("peer_restarted", peer=peer.name, creation=result.creation)
         peer.creation = result.creation
-        peer.connected = True
-        peer.waiting_for_dial = False
+        peer.failed = False
+        conn = peer.conn = _Conn(dialled)
+        if first:
+            peer.buf[:0] = first
+        assert self._tg is not None
+        self._tg.start_soon(self._serve, peer, conn, stream, result.trailing_data)
         self._log.info("node_connected", peer=peer.name, creation=result.creation)
-        decoder = wire.FrameDecoder(self._registry, max_frame=self.max_frame)
+        self._notify(peer)
+
+    async def _serve(
+        self, peer: _Peer, conn: _Conn, stream: anyio.abc.ByteStream, first: bytes
+    ) -> None:
+        """Run an authenticated connection until it ends, then declare the peer down."""
         ended: list[BaseException] = []
-        with anyio.CancelScope() as scope:
-            peer.scope = scope
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._until_error, tg, ended, self._writer, peer, stream)
-                tg.start_soon(
-                    self._until_error,
-                    tg,
-                    ended,
-                    self._reader,
-                    peer,
-                    stream,
-                    decoder,
-                    result.trailing_data,
-                )
-        reason = _describe(ended[0]) if ended else "closed"
-        with anyio.CancelScope(shield=True):
-            await anyio.aclose_forcefully(stream)
-        if peer.scope is scope:
-            peer.scope = None
-            self._lost(peer, reason)
+        decoder = wire.FrameDecoder(self._registry, max_frame=self.max_frame)
+        try:
+            with conn.scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._until_error, tg, ended, self._writer, peer, conn, stream)
+                    tg.start_soon(
+                        self._until_error, tg, ended, self._reader, peer, stream, decoder, first
+                    )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.aclose_forcefully(stream)
+            if peer.conn is conn:
+                peer.conn = None
+                self._lost(peer, _describe(ended[0]) if ended else "closed")
 
     @staticmethod
     async def _until_error(
@@ -565,37 +793,27 @@ class Distribution:
             tg.cancel_scope.cancel()
 
     def _lost(self, peer: _Peer, reason: str) -> None:
-        was = peer.connected
-        peer.connected = False
+        """The connection (or the attempt) is gone: drop the buffer, fire links and monitors."""
         if peer.buf:
             self.dropped_messages += 1
             peer.buf = bytearray()
-        while peer.rooms:
-            room = peer.rooms.popleft()
-            w = room._waiter
-            if w is not None and self.node._backend is not None:
-                room._waiter = None
-                self.node._backend.unpark(w)
-        self._log.warning("connection_closed", peer=peer.name, reason=reason, was_connected=was)
+        self._wake_rooms(peer)
+        self._log.warning("connection_closed", peer=peer.name, reason=reason)
+        self._notify(peer)
         self.node.node_down(peer.name)
 
-    async def _writer(self, peer: _Peer, stream: anyio.abc.ByteStream) -> None:
+    async def _writer(self, peer: _Peer, conn: _Conn, stream: anyio.abc.ByteStream) -> None:
         backend = self.node._backend
         assert backend is not None
         heartbeat = peer.encoder.encode(wire.Heartbeat())
         while True:
             if not peer.buf:
                 with anyio.move_on_after(self.heartbeat_interval):
-                    await backend.park(peer)
+                    await backend.park(conn)
                 if not peer.buf:
                     peer.buf += heartbeat
             data, peer.buf = peer.buf, bytearray()
-            while peer.rooms:
-                room = peer.rooms.popleft()
-                w = room._waiter
-                if w is not None:
-                    room._waiter = None
-                    backend.unpark(w)
+            self._wake_rooms(peer)
             await stream.send(bytes(data))
 
     async def _reader(
@@ -624,6 +842,11 @@ class Distribution:
                 try:
                     data = await stream.receive(_READ_SIZE)
                 except anyio.EndOfStream:
+                    if decoder.buffered:
+                        raise ProtocolError(
+                            f"connection closed in the middle of a frame "
+                            f"({decoder.buffered} bytes buffered)"
+                        ) from None
                     raise _Goodbye("peer closed the connection") from None
                 continue
             raise _PeerSilent(f"no heartbeat for {timeout} s")
@@ -655,8 +878,8 @@ class Distribution:
             target = op.target
             node.remote_demonitor(op.ref, target if isinstance(target, Pid) else target.name)
         elif t is wire.Down:
-            _check(op.ref.node == me, op, peer)
             target = op.target
+            _check(op.ref.node == me and target.node == peer.name, op, peer)
             node.remote_down(
                 op.ref, target if isinstance(target, Pid) else Pid(peer.name, -1, 0), op.reason
             )
@@ -669,6 +892,13 @@ class Distribution:
             raise _Goodbye(op.reason or "peer said goodbye")
         else:  # pragma: no cover - the decoder admits only the ops above
             raise ProtocolError(f"unexpected operation {t.__name__}")
+
+
+async def _receive_handshake(stream: anyio.abc.ByteStream) -> bytes:
+    try:
+        return await stream.receive(4096)
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        raise ProtocolError("connection closed during the handshake") from None
 
 
 def _describe(e: BaseException) -> str:
@@ -699,11 +929,6 @@ def _address(stream: anyio.abc.SocketStream) -> str:
         return f"{host}:{port}"
     except Exception:  # pragma: no cover - best effort for a log line
         return "?"
-
-
-async def _start_in(tg: Any, fn: Any) -> None:
-    """Start *fn* in *tg* (a trio nursery or an anyio task group) and wait until it started."""
-    await tg.start(fn)
 
 
 __all__ = [

@@ -285,7 +285,8 @@ class Node:
         self._backend: Backend | None = None
         self._closing = False
         self._node_token: Any = None
-        self._log = log.bind(node=name)
+        # A lazy logger: structlog configured after the node is made still applies.
+        self._log = structlog.get_logger("regency", node=name)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -160,10 +160,11 @@ class _DynamicServer(GenServer):
         runtime.trap_exit(True)
         node = runtime.node()
         me = runtime.self_pid()
-        self._log = log.bind(node=node.name, supervisor=str(me))
         name = node.process(me).name
+        context = {"node": node.name, "supervisor": str(me)}
         if name is not None:
-            self._log = self._log.bind(name=name)
+            context["supervisor_name"] = name
+        self._log = structlog.get_logger("regency", **context)
         if self._rng is None:
             self._rng = _make_rng(node, me)
 

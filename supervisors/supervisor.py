@@ -42,7 +42,7 @@ The supervisor ends:
 * ``Kill()`` ends it at once; its children then get the trappable ``Killed``.
 
 Log events (structlog, logger ``"regency"``), bound with ``node``, ``supervisor`` (its
-pid) and ``name``; each event about a child carries ``child_id``, and the error reports
+pid) and ``supervisor_name`` (its registered name, if any); each event about a child carries ``child_id``, and the error reports
 also ``offender`` (OTP's key) and ``reason``:
 
 * ``child_started`` (info) -- a child was started (``pid``).
@@ -403,9 +403,11 @@ class _SupervisorServer(GenServer):
         node = runtime.node()
         me = runtime.self_pid()
         name = node.process(me).name
-        self._log = log.bind(node=node.name, supervisor=str(me))
+        # A lazy logger: structlog configured later still applies.
+        context = {"node": node.name, "supervisor": str(me)}
         if name is not None:
-            self._log = self._log.bind(name=name)
+            context["supervisor_name"] = name
+        self._log = structlog.get_logger("regency", **context)
         if self._rng is None:
             self._rng = _make_rng(node, me)
         result: Any = self._init_fn()
