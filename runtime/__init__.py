@@ -124,13 +124,13 @@ from .errors import (
     Unregistered as Unregistered,
 )
 from .genserver import NOREPLY as NOREPLY
-from .genserver import From as From
 from .genserver import GenServer as GenServer
 from .genserver import Stop as Stop
 from .handshake import load_secret as load_secret
 from .mailbox import DEFAULT_BOUND as DEFAULT_BOUND
 from .messages import Down as Down
 from .messages import Exit as Exit
+from .messages import From as From
 from .messages import TimerRef as TimerRef
 from .node import Node as Node
 from .node import current_node as current_node

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import NoProcError, ProcessExit
-from .messages import TimerRef
+from .messages import From, TimerRef
 from .node import Dest, Node, current_node, current_process
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
@@ -162,7 +162,7 @@ def cast(dest: Dest, msg: object) -> None:
     current_node().cast(dest, msg)
 
 
-def reply(from_: Ref, value: object) -> None:
+def reply(from_: From | Ref, value: object) -> None:
     """Reply to a call that a GenServer deferred by returning ``NOREPLY``."""
     current_node().reply(from_, value)
 

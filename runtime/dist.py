@@ -79,7 +79,7 @@ from .handshake import (
     ReplayGuard,
     Role,
 )
-from .messages import Call, Cast, Down, Exit
+from .messages import Call, Cast, Down, Exit, From
 from .node import Node
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
@@ -88,6 +88,7 @@ log = structlog.get_logger("regency")
 
 _RUNTIME_MESSAGES: Final = [
     (Call, "regency.Call"),
+    (From, "regency.From"),
     (Cast, "regency.Cast"),
     (Down, "regency.Down"),
     (Exit, "regency.Exit"),
@@ -443,8 +444,11 @@ class Distribution:
     def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
         """Tell *watcher_node* that a local process it monitored ended."""
         watcher = Pid(watcher_node, 0, 0)
+        # A monitor on a name nobody registered has no pid (serial -1, which cannot
+        # travel): send the node alone; the watcher keeps the target it recorded.
+        on_wire: Pid | Name = target if target.serial >= 0 else Name("?", self.node.name)
         self._signal_reason(
-            watcher_node, reason, lambda r: wire.Down(ref, target, r, watcher), quiet=True
+            watcher_node, reason, lambda r: wire.Down(ref, on_wire, r, watcher), quiet=True
         )
 
     def reply(self, ref: Ref, value: object) -> None:

@@ -32,8 +32,9 @@ import anyio
 import structlog
 
 from .dist import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, Distribution
-from .genserver import From, GenServer
+from .genserver import GenServer
 from .handshake import load_secret
+from .messages import From
 from .node import Node
 
 

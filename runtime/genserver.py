@@ -27,15 +27,12 @@ import anyio
 import structlog
 
 from .errors import CallTimeout, ProcessExit, ServerExited, StartFailed
-from .messages import Call, Cast
+from .messages import Call, Cast, From
 from .node import TERMINATE_TIMEOUT, Node, _current_process, current_process
 from .pid import Pid, Ref
 from .reasons import KILL, NORMAL, Crashed, ExitReason, Killed, Shutdown
 
 log = structlog.get_logger("regency")
-
-From = Ref
-"""Identifies a pending call; pass it to ``reply``."""
 
 
 @final
@@ -112,7 +109,7 @@ async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> No
             if t is Call:
                 call: Call = msg  # type: ignore[assignment]
                 try:
-                    result = await server.handle_call(call.request, call.ref)
+                    result = await server.handle_call(call.request, From(call.caller, call.ref))
                 except Stop as stop:
                     if stop.has_reply:
                         node.reply(call.ref, stop.reply)

@@ -31,10 +31,26 @@ class Exit:
 
 @attrs.frozen(slots=True)
 class Call:
-    """A GenServer call: the caller waits for a reply addressed to ``ref``."""
+    """A GenServer call: the caller waits for a reply addressed to ``ref``.
+
+    ``caller`` is the calling process, or None for a call made outside any process.
+    """
 
     ref: Ref
     request: object
+    caller: Pid | None = None
+
+
+@attrs.frozen(slots=True)
+class From:
+    """Who is waiting for a GenServer's reply: the caller's pid and the call's ref.
+
+    OTP's ``{Pid, Tag}``. Pass it to ``reply``; ``pid`` lets a server that defers its
+    reply monitor the caller. ``pid`` is None for a call made outside any process.
+    """
+
+    pid: Pid | None
+    ref: Ref
 
 
 @attrs.frozen(slots=True)

@@ -49,7 +49,7 @@ from .errors import (
     ServerExited,
 )
 from .mailbox import DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
-from .messages import Call, Cast, Down, Exit, TimerRef
+from .messages import Call, Cast, Down, Exit, From, TimerRef
 from .pid import Name, Pid, Ref
 from .reasons import (
     KILLED,
@@ -816,9 +816,9 @@ class Node:
                 if type(target) is Pid and target.node == self.name:
                     proc = self._procs.get(target.serial)
                     if proc is not None:
-                        proc.mailbox.put(Call(ref, request))
+                        proc.mailbox.put(Call(ref, request, caller.pid if caller else None))
                 else:
-                    self.send(target, Call(ref, request))
+                    self.send(target, Call(ref, request, caller.pid if caller else None))
             return await self._wait_slot(slot, timeout)
         finally:
             self._close_slot(ref, target, caller)
@@ -859,11 +859,13 @@ class Node:
             raise ServerExited(slot.reason)
         return slot.value
 
-    def reply(self, ref: Ref, value: object) -> None:
-        """Reply to the call named *ref* (a GenServer's ``from_``), from any process.
+    def reply(self, to: From | Ref, value: object) -> None:
+        """Reply to the call *to* (a GenServer's ``from_``, or its ref), from any process.
 
         A reply to a call that already timed out is discarded.
         """
+        ref = to.ref if type(to) is From else to
+        assert isinstance(ref, Ref)
         if ref.node != self.name:
             if self.remote is not None:
                 self.remote.reply(ref, value)
