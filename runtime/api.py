@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import NoProcError, ProcessExit
-from .messages import From, TimerRef
+from .messages import Down, From, TimerRef
 from .node import Dest, Node, current_node, current_process
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
@@ -93,11 +93,7 @@ def demonitor(ref: Ref, *, flush: bool = False) -> bool:
     proc = current_process()
     active = proc.node.demonitor(ref)
     if flush:
-        q = proc.mailbox._q
-        for i, m in enumerate(q):
-            if getattr(m, "ref", None) == ref and type(m).__name__ == "Down":
-                del q[i]
-                break
+        proc.mailbox.remove_first(lambda m: type(m) is Down and m.ref == ref)
     return active
 
 

@@ -145,6 +145,17 @@ class Mailbox(Parkable):
                 slot._waiter = None
                 self._backend.unpark(w)
 
+    def remove_first(self, match: Callable[[Any], bool]) -> bool:
+        """Remove the oldest message for which ``match(msg)`` is true, without waiting."""
+        q = self._q
+        for i, m in enumerate(q):
+            if match(m):
+                del q[i]
+                if self._senders:
+                    self._wake_sender()
+                return True
+        return False
+
     def close(self) -> list[object]:
         """Mark the mailbox dead, release blocked senders, and return what was left in it."""
         self.closed = True
