@@ -482,3 +482,28 @@ class TestMonitors:
                 assert not node.process(t).watchers
 
         run(scenario)
+
+    def test_demonitor_flush_removes_delivered_down(self, run: Any) -> None:
+        """demonitor(ref, flush=True) after the target died removes its Down, keeping the rest."""
+        got: list[Any] = []
+
+        async def watcher(target: runtime.Pid) -> None:
+            ref = runtime.monitor(target)
+            runtime.send(runtime.self_pid(), "before")
+            runtime.send_exit(target, Kill())
+            await anyio.sleep(1)
+            assert not runtime.demonitor(ref, flush=True)
+            runtime.send(runtime.self_pid(), "after")
+            got.append(await runtime.receive())
+            got.append(await runtime.receive())
+            with pytest.raises(runtime.ReceiveTimeout):
+                await runtime.receive(timeout=0)
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                t = node.spawn(idle)
+                node.spawn(watcher, t)
+                await anyio.sleep(2)
+
+        run(scenario)
+        assert got == ["before", "after"]
