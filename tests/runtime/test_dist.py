@@ -1,0 +1,580 @@
+"""Distribution: several nodes in one process over real loopback TCP, local semantics.
+
+Each test starts fresh nodes on ``127.0.0.1`` port 0 with the real clock; every wait is
+bounded by ``BOUND`` seconds and no assertion depends on how fast something happened.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+import runtime
+from runtime import Crashed, Down, Exit, Kill, Killed, NoProc, ServerExited
+from runtime.errors import AuthenticationFailed, PeerBusy, Unregistered
+from runtime.pid import Name, Pid
+from runtime.reasons import Abnormal, NoConnection
+from tests.runtime.dist_helpers import (
+    BOUND,
+    OTHER_SECRET,
+    Echo,
+    Inbox,
+    Member,
+    Ping,
+    Secret,
+    cluster,
+    make_tls_files,
+    start_member,
+    wait_until,
+)
+
+
+async def idle() -> None:
+    """A process that waits forever."""
+    await runtime.receive()
+
+
+async def crash_on_message(text: str) -> None:
+    """A process that crashes with RuntimeError(text) at its first message."""
+    await runtime.receive()
+    raise RuntimeError(text)
+
+
+async def exit_on_message() -> None:
+    """A process that exits with the reason it receives."""
+    reason = await runtime.receive()
+    runtime.exit(reason)
+
+
+def is_down(m: object) -> bool:
+    """True for a Down message."""
+    return isinstance(m, Down)
+
+
+def is_exit(m: object) -> bool:
+    """True for an Exit message."""
+    return isinstance(m, Exit)
+
+
+async def round_trip(frm: Member, to: Member, value: object = 42) -> None:
+    """A call from *frm* to the echo server on *to* comes back."""
+    with anyio.fail_after(BOUND):
+        assert await frm.node.call(Name("echo", to.name), ("echo", value)) == value
+
+
+class TestConnect:
+    async def test_connect_returns_and_both_sides_see_the_peer(self) -> None:
+        """connect() returns the peer's name at once; both nodes list each other."""
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            b = await start_member(stack, "b@test")
+            with anyio.fail_after(BOUND):
+                name = await a.dist.connect(*b.address)
+                await b.dist.wait_connected("a@test")
+
+            assert name == "b@test"
+            assert a.dist.peers() == ["b@test"]
+            assert b.dist.peers() == ["a@test"]
+            assert await a.dist.connect(*b.address, name="b@test") == "b@test"
+            await b.node.start_server(Echo, name="echo")
+            await round_trip(a, b)
+
+    async def test_first_send_connects_on_demand(self) -> None:
+        """With only add_peer, the first message to a node dials it and is delivered."""
+        async with cluster("a@test", "b@test", connect=False) as (a, b):
+            inbox = Inbox(b.node, name="inbox")
+            assert not a.dist.is_connected("b@test")
+
+            a.node.send(Name("inbox", "b@test"), "hello")
+            a.node.send(inbox.pid, "again")
+
+            assert await inbox.wait_count(2) == ["hello", "again"]
+            assert a.dist.is_connected("b@test")
+            await wait_until(lambda: b.dist.is_connected("a@test"))
+
+    async def test_unknown_node_is_dead_letter_and_noconnection(self) -> None:
+        """A node with no address: messages are dead letters, monitors and links fire."""
+        async with cluster("a@test") as (a,):
+            watcher = Inbox(a.node, trap_exit=True)
+            ghost = Pid("ghost@test", 1, 1)
+
+            a.node.send(ghost, "lost")
+            ref = a.node.monitor(watcher.pid, ghost)
+            a.node.link(watcher.pid, ghost)
+
+            assert a.node.dead_letters == 1
+            down = await watcher.wait_for(is_down)
+            assert Down(ref, ghost, NoConnection("ghost@test")) == down
+            exit_msg = await watcher.wait_for(is_exit)
+            assert Exit(ghost, NoConnection("ghost@test")) == exit_msg
+
+    async def test_failed_connect_fires_noconnection(self) -> None:
+        """A known address where nobody listens: links and monitors fire NoConnection."""
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            b = await start_member(stack, "b@test")
+            dead_address = b.address
+            b.dist.close()  # nobody listens there any more
+            await _wait_port_closed(dead_address)
+            a.dist.add_peer("b@test", *dead_address)
+            watcher = Inbox(a.node)
+            target = Pid("b@test", 1, b.node.creation)
+
+            ref = a.node.monitor(watcher.pid, target)
+
+            assert Down(ref, target, NoConnection("b@test")) == await watcher.wait_for(is_down)
+            assert not a.dist.is_connected("b@test")
+
+    async def test_wrong_secret_connect_fails(self) -> None:
+        """Dialling a node with another secret raises AuthenticationFailed; nothing connects."""
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            b = await start_member(stack, "b@test", secret=OTHER_SECRET)
+            with pytest.raises(AuthenticationFailed, match="wrong_secret"):
+                await a.dist.connect(*b.address, name="b@test")
+
+            assert a.dist.peers() == []
+            assert b.dist.peers() == []
+            assert b.dist.rejected_connections == 1
+
+    async def test_simultaneous_connects_converge(self) -> None:
+        """Both nodes dialling at once end with one working connection and no noconnection.
+
+        The second dial starts at a range of offsets after the first, so it meets the
+        first in each phase of its handshake.
+        """
+        for i in range(24):
+            with capture_logs() as logs:
+                async with cluster("a@test", "b@test", connect=False) as (a, b):
+                    watch_a, watch_b = Inbox(a.node), Inbox(b.node)
+                    ta, tb = Inbox(a.node), Inbox(b.node)
+                    first, second = (a, b) if i % 2 else (b, a)
+                    first.node.monitor(Inbox(first.node).pid, Inbox(second.node).pid)
+                    await anyio.sleep(i // 2 * 0.0003)  # not a wait: it varies the overlap
+                    a.node.monitor(watch_a.pid, tb.pid)  # dials b on demand, if not yet
+                    b.node.monitor(watch_b.pid, ta.pid)
+
+                    with anyio.fail_after(BOUND):
+                        await a.dist.wait_connected("b@test")
+                        await b.dist.wait_connected("a@test")
+                    a.node.send(tb.pid, "from a")
+                    b.node.send(ta.pid, "from b")
+
+                    assert await tb.wait_count(1) == ["from a"]
+                    assert await ta.wait_count(1) == ["from b"]
+                    assert a.dist.is_connected("b@test")
+                    assert b.dist.is_connected("a@test")
+                    assert watch_a.messages == []
+                    assert watch_b.messages == []
+                    closed = [e for e in logs if e["event"] in ("connection_closed", "node_down")]
+                    assert closed == []
+
+    async def test_close_makes_the_node_local_only(self) -> None:
+        """After close(), a message to another node is a dead letter and links fire at once."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node, trap_exit=True)
+            remote = Inbox(b.node).pid
+            a.dist.close()
+            a.dist.close()  # idempotent
+
+            a.node.send(remote, "nope")
+            a.node.link(watcher.pid, remote)
+
+            assert a.node.dead_letters == 1
+            assert Exit(remote, NoConnection("b@test")) == await watcher.wait_for(is_exit)
+
+
+class TestMessages:
+    async def test_send_by_pid_and_by_name(self) -> None:
+        """Messages of every wire type reach a remote pid and a remote registered name."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node, name="inbox")
+            values: list[Any] = [None, 1, -2.5, "s", b"b", [1, (2, 3)], {"k": Ping(1)}, inbox.pid]
+
+            for v in values:
+                a.node.send(inbox.pid, v)
+            a.node.send(Name("inbox", "b@test"), "by name")
+
+            assert [*values, "by name"] == await inbox.wait_count(len(values) + 1)
+
+    async def test_unregistered_class_raises_in_sender_and_connection_survives(self) -> None:
+        """An unregistered class fails in the sender with Unregistered; later sends arrive."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+
+            a.node.send(inbox.pid, 1)
+            with pytest.raises(Unregistered):
+                a.node.send(inbox.pid, Secret(2))
+            with pytest.raises(Unregistered):
+                await a.node.send_wait(inbox.pid, [Secret(2)])
+            a.node.send(inbox.pid, 3)
+
+            assert await inbox.wait_count(2) == [1, 3]
+            assert a.dist.is_connected("b@test")
+
+    async def test_unknown_remote_pid_is_a_dead_letter_on_the_receiver(self) -> None:
+        """A message to a remote pid that does not exist is counted where it lands."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+
+            a.node.send(Pid("b@test", 999, b.node.creation), "nobody")
+            a.node.send(inbox.pid, "somebody")
+
+            assert await inbox.wait_count(1) == ["somebody"]
+            assert b.node.dead_letters == 1
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        plan=st.lists(
+            st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    async def test_fifo_per_pair_across_nodes(self, plan: list[list[tuple[bool, int]]]) -> None:
+        """Several senders on one node to one receiver on another: each pair stays FIFO."""
+        async with cluster("a@test", "b@test") as (a, b):
+            receiver = Inbox(b.node)
+            done: list[int] = []
+
+            async def sender(i: int, steps: list[tuple[bool, int]]) -> None:
+                for seq, (wait, yields) in enumerate(steps):
+                    if wait:
+                        await runtime.send_wait(receiver.pid, (i, seq))
+                    else:
+                        runtime.send(receiver.pid, (i, seq))
+                    for _ in range(yields):
+                        await anyio.lowlevel.checkpoint()
+                done.append(i)
+
+            for i, steps in enumerate(plan):
+                a.node.spawn(sender, i, steps)
+            total = sum(len(s) for s in plan)
+
+            got = await receiver.wait_count(total)
+            for i, steps in enumerate(plan):
+                assert [(i, s) for s in range(len(steps))] == [m for m in got if m[0] == i]
+            await wait_until(lambda: len(done) == len(plan))
+
+
+class TestCalls:
+    async def test_call_and_cast_across_nodes(self) -> None:
+        """call returns the remote server's reply; a cast reaches it in order."""
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+
+            with anyio.fail_after(BOUND):
+                assert pid == await a.node.call(Name("echo", "b@test"), "pid")
+                assert Ping(7) == await a.node.call(pid, ("echo", Ping(7)))
+
+    async def test_call_to_server_crashing_mid_call_fails_at_once(self) -> None:
+        """A remote server that crashes before replying fails the call with its reason."""
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            result: list[BaseException] = []
+
+            async def caller(notify: Pid) -> None:
+                try:
+                    await runtime.call(pid, ("hold", notify), timeout=3600)
+                except ServerExited as e:
+                    result.append(e)
+
+            holding = Inbox(a.node)
+            a.node.spawn(caller, holding.pid)
+            await holding.wait_count(1)
+            a.node.cast(pid, ("crash", "mid-call"))
+
+            await wait_until(lambda: bool(result))
+            reason = result[0].reason  # type: ignore[attr-defined]
+            assert isinstance(reason, Crashed)
+            assert (reason.kind, reason.message) == ("RuntimeError", "mid-call")
+
+    async def test_call_to_unregistered_remote_name_is_noproc(self) -> None:
+        """A call to a name nobody registered on the remote node fails with NoProc."""
+        async with cluster("a@test", "b@test") as (a, _):
+            with anyio.fail_after(BOUND), pytest.raises(ServerExited) as info:
+                await a.node.call(Name("nobody", "b@test"), "hi", timeout=3600)
+
+            assert NoProc() == info.value.reason
+
+
+class TestLinks:
+    async def test_linked_crash_kills_remote_partner_with_same_reason(self) -> None:
+        """A crash on one node kills the linked process on the other, with the same reason."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node)
+            partner = a.node.spawn(idle)
+            crasher = b.node.spawn(crash_on_message, "boom")
+            a.node.monitor(watcher.pid, partner)
+
+            a.node.link(partner, crasher)
+            a.node.send(crasher, "go")  # after the link, on the same connection
+
+            down = await watcher.wait_for(is_down)
+            assert isinstance(down.reason, Crashed)
+            assert (down.reason.kind, down.reason.message) == ("RuntimeError", "boom")
+
+    async def test_trapping_process_gets_exit_message(self) -> None:
+        """A process trapping exits gets Exit(pid, reason) when its remote partner ends."""
+        async with cluster("a@test", "b@test") as (a, b):
+            trapper = Inbox(a.node, trap_exit=True)
+            remote = b.node.spawn(exit_on_message)
+
+            a.node.link(trapper.pid, remote)
+            a.node.send(remote, Abnormal("bye"))
+
+            assert Exit(remote, Abnormal("bye")) == await trapper.wait_for(is_exit)
+            assert a.node.is_alive(trapper.pid)
+
+    async def test_kill_is_untrappable_remotely(self) -> None:
+        """exit(pid, Kill()) from another node ends even a trapping process, as Killed."""
+        async with cluster("a@test", "b@test") as (a, b):
+            victim = Inbox(b.node, trap_exit=True)
+            watcher = Inbox(b.node)
+            b.node.monitor(watcher.pid, victim.pid)
+
+            a.node.exit(victim.pid, Abnormal("trapped"))
+            a.node.exit(victim.pid, Kill())
+
+            assert Killed() == (await watcher.wait_for(is_down)).reason
+            assert [Exit(a.node.pid, Abnormal("trapped"))] == victim.messages
+
+    async def test_link_to_dead_remote_pid_gives_noproc(self) -> None:
+        """Linking to a remote pid that is gone delivers the exit signal NoProc."""
+        async with cluster("a@test", "b@test") as (a, b):
+            trapper = Inbox(a.node, trap_exit=True)
+            dead = b.node.spawn(idle)
+            b.node.exit(dead, Kill())
+            await wait_until(lambda: not b.node.is_alive(dead))
+
+            a.node.link(trapper.pid, dead)
+
+            assert Exit(dead, NoProc()) == await trapper.wait_for(is_exit)
+
+    async def test_unlink_stops_the_signal(self) -> None:
+        """After unlink, the remote partner's crash no longer reaches the process."""
+        async with cluster("a@test", "b@test") as (a, b):
+            trapper = Inbox(a.node, trap_exit=True)
+            remote = b.node.spawn(crash_on_message, "unlinked")
+            probe = Inbox(a.node)
+            a.node.link(trapper.pid, remote)
+            a.node.unlink(trapper.pid, remote)
+            ref = a.node.monitor(probe.pid, remote)
+
+            a.node.send(remote, "go")
+
+            down = await probe.wait_for(is_down)
+            assert ref == down.ref
+            assert trapper.messages == []
+
+
+class TestMonitors:
+    async def test_monitor_dead_remote_pid_gives_noproc(self) -> None:
+        """Monitoring a remote pid that is already dead delivers Down with NoProc."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node)
+            dead = b.node.spawn(idle)
+            b.node.exit(dead, Kill())
+            await wait_until(lambda: not b.node.is_alive(dead))
+
+            ref = a.node.monitor(watcher.pid, dead)
+
+            assert Down(ref, dead, NoProc()) == await watcher.wait_for(is_down)
+
+    async def test_monitor_remote_registered_name(self) -> None:
+        """A monitor on Name(name, node) fires with the registered process's reason."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node)
+            target = b.node.spawn(exit_on_message, name="target")
+
+            ref = a.node.monitor(watcher.pid, Name("target", "b@test"))
+            a.node.send(Name("target", "b@test"), Abnormal("done"))
+
+            assert Down(ref, target, Abnormal("done")) == await watcher.wait_for(is_down)
+
+    async def test_monitor_unregistered_remote_name_gives_noproc(self) -> None:
+        """A monitor on a name nobody registered there fires at once with NoProc."""
+        async with cluster("a@test", "b@test") as (a, _):
+            watcher = Inbox(a.node)
+
+            a.node.monitor(watcher.pid, Name("nobody", "b@test"))
+
+            assert NoProc() == (await watcher.wait_for(is_down)).reason
+
+    async def test_demonitor_remote(self) -> None:
+        """A cancelled remote monitor delivers nothing when its target ends."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node)
+            probe = Inbox(a.node)
+            target = b.node.spawn(exit_on_message)
+            ref = a.node.monitor(watcher.pid, target)
+            assert a.node.demonitor(ref)
+            ref2 = a.node.monitor(probe.pid, target)
+
+            a.node.send(target, Abnormal("x"))
+
+            assert ref2 == (await probe.wait_for(is_down)).ref
+            assert watcher.messages == []
+
+
+class TestNodeLoss:
+    async def test_node_close_fires_links_and_monitors_with_noconnection(self) -> None:
+        """A node that stops: its peers' links, monitors and calls fire NoConnection."""
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            call_failed: list[BaseException] = []
+            async with AsyncExitStack() as b_stack:
+                b = await start_member(b_stack, "b@test")
+                await a.dist.connect(*b.address, name="b@test")
+                server = await b.node.start_server(Echo, name="echo")
+                remote = Inbox(b.node).pid
+                watcher = Inbox(a.node, trap_exit=True)
+                linked = a.node.spawn(idle)
+                probe = Inbox(a.node)
+                ref = a.node.monitor(watcher.pid, remote)
+                a.node.link(watcher.pid, remote)
+                a.node.link(linked, remote)
+                a.node.monitor(probe.pid, linked)
+
+                async def caller() -> None:
+                    try:
+                        await runtime.call(server, ("hold", probe.pid), timeout=3600)
+                    except ServerExited as e:
+                        call_failed.append(e)
+
+                a.node.spawn(caller)
+                # the links and monitor reached b before the call did (same connection)
+                assert await probe.wait_for(lambda m: m == "holding") == "holding"
+
+            assert Down(ref, remote, NoConnection("b@test")) == await watcher.wait_for(is_down)
+            assert Exit(remote, NoConnection("b@test")) == await watcher.wait_for(is_exit)
+            assert NoConnection("b@test") == (await probe.wait_for(is_down)).reason
+            await wait_until(lambda: bool(call_failed))
+            assert not a.dist.is_connected("b@test")
+
+    async def test_peer_restart_drops_messages_to_old_pids(self) -> None:
+        """After a peer restarts (new creation), messages to its old pids reach nobody."""
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            async with AsyncExitStack() as old_stack:
+                old = await start_member(old_stack, "b@test", creation=1)
+                old_pid = Inbox(old.node).pid
+                a.dist.add_peer("b@test", *old.address)
+                a.node.send(old_pid, "first life")
+                await wait_until(lambda: a.dist.is_connected("b@test"))
+            await wait_until(lambda: not a.dist.is_connected("b@test"))
+
+            new = await start_member(stack, "b@test", creation=2)
+            fresh = Inbox(new.node)
+            assert old_pid.serial == fresh.pid.serial  # same serial, other life
+            a.dist.add_peer("b@test", *new.address)
+
+            a.node.send(old_pid, "stale")  # connects to the new life on demand
+            await a.dist.wait_connected("b@test")
+            a.node.send(old_pid, "stale again")
+            a.node.send(fresh.pid, "fresh")
+
+            assert await fresh.wait_count(1) == ["fresh"]
+            assert a.node.dead_letters + new.node.dead_letters == 2
+            assert fresh.messages == ["fresh"]
+
+
+class TestBackpressure:
+    async def test_full_remote_mailbox_slows_the_sender_and_loses_nothing(self) -> None:
+        """send_wait blocks while the receiver is full; PeerBusy from send; all arrive."""
+        limit = 64 * 1024
+        payload = b"x" * 16 * 1024
+        async with cluster("a@test", "b@test", max_buffer=limit) as (a, b):
+            release = anyio.Event()
+            got: list[int] = []
+
+            async def receiver() -> None:
+                await release.wait()
+                while True:
+                    got.append((await runtime.receive()).n)
+
+            rpid = b.node.spawn(receiver, mailbox_bound=4)
+            sent = [0]
+            stop = [False]
+
+            async def sender() -> None:
+                while not stop[0]:
+                    await runtime.send_wait(rpid, Ping(sent[0], payload))
+                    sent[0] += 1
+
+            a.node.spawn(sender)
+            peer = a.dist._peers["b@test"]
+            biggest = [0]
+
+            def blocked() -> bool:
+                biggest[0] = max(biggest[0], len(peer.buf))
+                return bool(peer.rooms)
+
+            await wait_until(blocked)  # the sender waits for room
+            stop[0] = True
+            with pytest.raises(PeerBusy):
+                a.node.send(rpid, Ping(-1))
+            assert biggest[0] <= limit + 2 * len(payload)
+            release.set()
+
+            await wait_until(lambda: len(got) == sent[0] and not peer.rooms)
+            assert list(range(sent[0])) == got
+
+
+class TestTLS:
+    async def test_mutual_tls_cluster_works(self) -> None:
+        """Nodes with TLS (client certificates required) connect, call and monitor."""
+        files = make_tls_files()
+        tls = {"ssl_context": files.server_context(), "client_ssl_context": files.client_context()}
+        async with cluster("a@test", "b@test", **tls) as (a, b):
+            await b.node.start_server(Echo, name="echo")
+            await round_trip(a, b, "over tls")
+
+    async def test_client_without_certificate_is_rejected(self) -> None:
+        """A TLS client with no certificate is refused; the node keeps serving its peers."""
+        files = make_tls_files()
+        tls = {"ssl_context": files.server_context(), "client_ssl_context": files.client_context()}
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test", **tls)
+            b = await start_member(stack, "b@test", **tls)
+            await b.node.start_server(Echo, name="echo")
+            await a.dist.connect(*b.address, name="b@test")
+            c = await start_member(
+                stack,
+                "c@test",
+                ssl_context=files.server_context(),
+                client_ssl_context=files.client_context(with_cert=False),
+            )
+
+            with capture_logs() as logs, pytest.raises(Exception):
+                await c.dist.connect(*b.address, name="b@test")
+
+            await wait_until(lambda: b.dist.rejected_connections == 1)
+            assert any(e["event"] == "connection_rejected" for e in logs)
+            await round_trip(a, b)
+
+
+async def _wait_port_closed(address: tuple[str, int]) -> None:
+    """Wait until nothing accepts connections at *address*."""
+
+    async def refused() -> bool:
+        try:
+            stream = await anyio.connect_tcp(*address)
+        except OSError:
+            return True
+        await stream.aclose()
+        return False
+
+    with anyio.fail_after(BOUND):
+        while not await refused():  # noqa: ASYNC110 - nothing to await but the port
+            await anyio.sleep(0.01)
