@@ -778,11 +778,13 @@ class Distribution:
                         self._until_error, tg, ended, self._reader, peer, stream, decoder, first
                     )
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.aclose_forcefully(stream)
+            # Declared down before the socket closes: once the peer can see the close,
+            # this node no longer counts it as connected.
             if peer.conn is conn:
                 peer.conn = None
                 self._lost(peer, _describe(ended[0]) if ended else "closed")
+            with anyio.CancelScope(shield=True):
+                await anyio.aclose_forcefully(stream)
 
     @staticmethod
     async def _until_error(
