@@ -112,6 +112,7 @@ from .core import (
     Snapshot,
     Storage,
 )
+from .progress import ProgressState
 
 __all__ = [
     "DEFAULT_ELECTION_TICKS",
@@ -424,6 +425,8 @@ class RaftDriver:
         self._wake = anyio.Event()
         self._next_tick = 0.0
         self._paused_until = -math.inf
+        self._tick_budget = 1  # ticks the next turn may apply before dropping the rest
+        self._leader_ticks = 0  # ticks since this node became leader (heartbeat phase)
         self._proposals: dict[int, _Waiter] = {}
         self._reads: dict[bytes, _Waiter] = {}
         self._read_ready: list[tuple[int, bytes]] = []
@@ -734,11 +737,14 @@ class RaftDriver:
             if self._paused_until > now:
                 await anyio.sleep_until(self._paused_until)
                 continue
-            if now >= self._next_tick:
+            budget, self._tick_budget = self._tick_budget, 1
+            while now >= self._next_tick and budget > 0:
                 core.tick()
+                self._leader_ticks += 1
                 self._next_tick += self._tick_interval
-                if self._next_tick <= now:  # we were late: drop missed ticks
-                    self._next_tick = now + self._tick_interval
+                budget -= 1
+            if self._next_tick <= now:  # we were late (busy, stalled): drop missed ticks
+                self._next_tick = now + self._tick_interval
             inbox = self._inbox
             while inbox:
                 core.step(inbox.popleft())
@@ -760,9 +766,34 @@ class RaftDriver:
                 continue
             if inbox or ops:
                 continue
+            # Idle: sleep through the ticks in which nothing can happen, unless woken.
+            ticks = self._idle_ticks()
+            self._tick_budget = ticks
             self._wake = anyio.Event()
-            with anyio.move_on_at(self._next_tick):
+            with anyio.move_on_at(self._next_tick + (ticks - 1) * self._tick_interval):
                 await self._wake.wait()
+
+    def _idle_ticks(self) -> int:
+        """Return how many ticks can pass before a tick changes anything (at least 1).
+
+        Ticking a core N times in a row with no input in between is the same as ticking
+        it at each interval, so an idle loop sleeps until the tick that matters: a
+        follower's or candidate's election timeout, a leader's next heartbeat or
+        check-quorum round. Messages and requests wake it earlier, and the ticks that
+        elapsed meanwhile are applied before they are handled.
+        """
+        core = self._core
+        if core.role is Role.LEADER:
+            if any(pr.state is ProgressState.SNAPSHOT for pr in core.progress().values()):
+                return 1  # the snapshot timeout counts every tick
+            hb = self._cfg.heartbeat_ticks
+            ticks = min(
+                hb - self._leader_ticks % hb,
+                self._cfg.election_ticks - core.election_elapsed,
+            )
+        else:
+            ticks = core.randomized_election_timeout - core.election_elapsed
+        return max(1, ticks)
 
     async def _handle_ready(self, rd: Ready) -> None:
         core = self._core
@@ -873,6 +904,7 @@ class RaftDriver:
         log = self._log
         if role is not old.role:
             if role is Role.LEADER:
+                self._leader_ticks = 0
                 log.info("leader_elected", term=term)
             elif role is Role.CANDIDATE:
                 log.info("became_candidate", term=term)

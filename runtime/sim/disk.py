@@ -18,9 +18,8 @@ on the (mock) clock for a latency drawn from the disk's rng, then runs the job; 
 during the sleep means the job never ran. :meth:`SimDisk.slow_until` makes the disk slow
 for a while (a fault).
 
-Two deliberately broken modes prove the invariant checker can fail: ``"no_fsync"`` (the
-sync job does nothing, so a crash loses every write since the last snapshot operation)
-and ``"forget_vote"`` (a restart forgets whom the node voted for).
+A deliberately broken mode proves the invariant checker can fail: ``"no_fsync"`` (the
+disk acknowledges every fsync but makes nothing durable, so a crash loses everything).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ __all__ = ["Broken", "SimDisk", "SimStorage"]
 T = TypeVar("T")
 
 #: A deliberately broken disk, for proving that the checker catches violations.
-Broken = Literal["no_fsync", "forget_vote"]
+Broken = Literal["no_fsync"]
 
 
 @final
@@ -168,9 +167,6 @@ class SimDisk:
         """Return the storage of a new incarnation, holding what is durable."""
         self._generation += 1
         state = self._durable.clone()
-        if self.broken == "forget_vote":
-            hs = state.hard_state
-            state.hard_state = HardState(hs.term, None, hs.commit)
         return SimStorage(self, state, self._generation)
 
     def crash(self) -> None:
