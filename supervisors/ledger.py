@@ -83,10 +83,12 @@ Commands (frozen attrs classes, keyword-only; fenced ones marked *fenced*):
   spend to the agent's totals and, if ``task_id`` is given, to the task's (the task need
   not be known). Not fenced: spend is real whoever led. With a ``key`` already accounted:
   ``Duplicate`` (a retried proposal is counted once).
-* :class:`NewTerm` ``(term, leader)`` -- a new orchestrator took over: ``term`` newer than
-  ``fencing_term``: ``Accepted``, ``fencing_term = term``, ``leader = leader``. The same
-  term and leader again (or the same term whose leader is not known yet): ``Duplicate`` or
-  ``Accepted``. Anything else: ``Refused(StaleTerm)``.
+* :class:`NewTerm` ``(term, leader)`` -- a new orchestrator took over (``term`` >= 1):
+  newer than ``fencing_term``: ``Accepted``, ``fencing_term = term``, ``leader = leader``.
+  Equal to ``fencing_term``: ``Duplicate`` if ``leader`` is already recorded, ``Accepted``
+  (recording ``leader``) if that term's leader is not known yet (another command raised
+  the term first), else ``Refused(StaleTerm)`` (one leader per term). Older:
+  ``Refused(StaleTerm)``.
 
 Encoding. :func:`encode_command` writes one msgpack map: ``{"v": SCHEMA_VERSION, "op":
 <the class's op>, <field>: <value>, ...}`` (never pickle). :func:`decode_command` reads it
@@ -99,6 +101,11 @@ int, finite float, str, bytes, list, map with str or bytes keys, nested at most
 into ``Refused(Malformed(detail))`` with no change. Opaque values come back as decoded by
 msgpack (a tuple becomes a list). Every node must understand every schema version in the
 log: upgrade followers before leaders.
+
+Applying. ``apply(entry)`` (the driver's protocol) takes a committed
+:class:`~runtime.raft.core.Entry`; ``apply_data(data)`` takes its bytes; ``execute(cmd)``
+encodes a command and applies it the same way (for tests and single-node use). All three
+return the result value; only ``execute`` raises, for a command that does not encode.
 
 Snapshots. :meth:`TaskLedger.snapshot` is the msgpack of the whole state, including the
 config and task order (``{"v": SNAPSHOT_VERSION, ...}``); ``restore(snapshot())`` gives an
