@@ -274,12 +274,12 @@ def _main(args: argparse.Namespace, faults: frozenset[str], console: Console) ->
         "seeds",
         "elections",
         "leader changes",
-        "proposals acked",
-        "max time to elect after heal",
+        "acked / proposed",
+        "max elect after heal",
         "violations",
         "seeds/s",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     tte = summary["max_time_to_elect"]
     sps = summary["seeds_per_second"]
     table.add_row(
