@@ -426,7 +426,7 @@ class Ledger(GenServer):
         """Attach to *store*; a restarted ledger finds its records there."""
         self.store = store
 
-    async def handle_call(self, request: Any, from_: Ref) -> Any:
+    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
         """Answer one of the ledger's calls (see the class doc)."""
         store = self.store
         match request:
@@ -487,12 +487,12 @@ class Dispatcher(GenServer):
         self.config = config
         pending: list[Task] = await runtime.call("ledger", _Pending())
         self.queue: collections.deque[Task] = collections.deque(pending)
-        self.waiting: collections.deque[tuple[Ref, str, Pid]] = collections.deque()
+        self.waiting: collections.deque[tuple[runtime.From, str, Pid]] = collections.deque()
         self.assigned: dict[int, _Assignment] = {}
         self.by_ref: dict[Ref, int] = {}
         log.info("dispatcher_started", pending=len(pending))
 
-    async def handle_call(self, request: Any, from_: Ref) -> Any:
+    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
         """Answer ``_Pull``: a task now, or later (``NOREPLY``) when the queue is empty."""
         if isinstance(request, _Pull):
             if self.queue:

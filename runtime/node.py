@@ -310,8 +310,7 @@ class Node:
             except ValueError:  # exited from another context; nothing to restore
                 pass
         assert self._tg_cm is not None
-        result = await self._tg_cm.__aexit__(*exc_info)  # type: ignore[arg-type]
-        return result
+        return await self._tg_cm.__aexit__(*exc_info)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         """Stop every process (reason ``Shutdown("node_stopped")``). Idempotent.

@@ -170,7 +170,7 @@ class _DynamicServer(GenServer):
 
     # -- calls -------------------------------------------------------------------------
 
-    async def handle_call(self, request: Any, from_: Ref) -> Any:
+    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
         try:
             return await self._handle(request)
         except SupervisorError as e:

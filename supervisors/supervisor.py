@@ -42,8 +42,8 @@ The supervisor ends:
 * ``Kill()`` ends it at once; its children then get the trappable ``Killed``.
 
 Log events (structlog, logger ``"regency"``), bound with ``node``, ``supervisor`` (its
-pid) and ``supervisor_name`` (its registered name, if any); each event about a child carries ``child_id``, and the error reports
-also ``offender`` (OTP's key) and ``reason``:
+pid) and ``supervisor_name`` (its registered name, if any); each event about a child
+carries ``child_id``, and the error reports also ``offender`` (OTP's key) and ``reason``:
 
 * ``child_started`` (info) -- a child was started (``pid``).
 * ``child_restarted`` (info) -- a child was started again after an exit.
@@ -615,7 +615,7 @@ class _SupervisorServer(GenServer):
 
     # -- calls -------------------------------------------------------------------------
 
-    async def handle_call(self, request: Any, from_: Ref) -> Any:
+    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
         try:
             return await self._handle(request)
         except SupervisorError as e:
