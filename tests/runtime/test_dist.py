@@ -20,6 +20,7 @@ from runtime import Crashed, Down, Exit, Kill, Killed, NoProc, ServerExited
 from runtime.errors import AuthenticationFailed, PeerBusy, Unregistered
 from runtime.pid import Name, Pid
 from runtime.reasons import Abnormal, NoConnection
+from runtime.wire import Registry
 from tests.runtime.dist_helpers import (
     BOUND,
     OTHER_SECRET,
@@ -50,6 +51,12 @@ async def exit_on_message() -> None:
     """A process that exits with the reason it receives."""
     reason = await runtime.receive()
     runtime.exit(reason)
+
+
+async def exit_unsendable_on_message() -> None:
+    """A process that exits, at its first message, with a reason that cannot travel."""
+    await runtime.receive()
+    runtime.exit(Abnormal(Secret(1)))
 
 
 def is_down(m: object) -> bool:
@@ -229,6 +236,21 @@ class TestMessages:
             assert await inbox.wait_count(1) == ["somebody"]
             assert b.node.dead_letters == 1
 
+    async def test_private_registry_carries_runtime_messages(self) -> None:
+        """With a private registry, calls still work and only its classes travel."""
+        reg = Registry()
+        reg.register(Secret, "tests.dist.Secret")
+        async with cluster("a@test", "b@test", registry=reg) as (a, b):
+            await b.node.start_server(Echo, name="echo")
+            inbox = Inbox(b.node)
+
+            a.node.send(inbox.pid, Secret(1))
+            with pytest.raises(Unregistered):
+                a.node.send(inbox.pid, Ping(1))  # only in the default registry
+            await round_trip(a, b, Secret(2))
+
+            assert [Secret(1)] == await inbox.wait_count(1)
+
     @settings(
         max_examples=12,
         deadline=None,
@@ -376,6 +398,24 @@ class TestLinks:
             down = await probe.wait_for(is_down)
             assert ref == down.ref
             assert trapper.messages == []
+
+    async def test_exit_reason_that_cannot_travel_is_sent_as_its_repr(self) -> None:
+        """A linked process ending with an unsendable reason: partners get its repr."""
+        async with cluster("a@test", "b@test") as (a, b):
+            trapper = Inbox(a.node, trap_exit=True)
+            watcher = Inbox(a.node)
+            remote = b.node.spawn(exit_unsendable_on_message)
+            a.node.link(trapper.pid, remote)
+            a.node.monitor(watcher.pid, remote)
+
+            a.node.send(remote, "go")  # after the link and monitor, on one connection
+
+            expected = Abnormal(repr(Abnormal(Secret(1))))
+            assert Exit(remote, expected) == await trapper.wait_for(is_exit)
+            assert expected == (await watcher.wait_for(is_down)).reason
+            assert a.dist.is_connected("b@test")
+            with pytest.raises(Unregistered):
+                a.node.exit(Inbox(b.node).pid, Abnormal(Secret(2)))
 
 
 class TestMonitors:
