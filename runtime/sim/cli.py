@@ -230,7 +230,9 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else 2
-    console = Console(stderr=False)
+    console = Console()
+    if console.width < 110:  # keep the summary table legible in pipes and CI logs
+        console = Console(width=110)
     if not args.sim:
         console.print("only simulated runs exist yet: pass --sim")
         return 2

@@ -356,3 +356,30 @@ async def test_durable_storage_group_commit(tmp_path: Path) -> None:
     reopened = DurableStorage.open(tmp_path / "n1", voters=["n1"])
     assert reopened.last_index() >= 51
     reopened.close()
+
+
+def test_wire_round_trip_and_malformed_frames() -> None:
+    """Messages survive encode/decode; a malformed frame raises MalformedMessage."""
+    from runtime.raft.core import EntryKind, Snapshot
+    from runtime.raft.transport import MalformedMessage, decode_message, encode_message
+
+    msg = Message(
+        MsgType.APPEND,
+        "n1",
+        "n2",
+        7,
+        log_term=6,
+        index=41,
+        entries=(Entry(7, 42, EntryKind.NOOP), Entry(7, 43, EntryKind.NORMAL, b"\x00cmd")),
+        commit=40,
+        context=b"ctx",
+    )
+    snap = Message(
+        MsgType.SNAPSHOT, "n1", "n3", 7, snapshot=Snapshot(40, 6, ("n1", "n2", "n3"), b"s")
+    )
+
+    assert decode_message(encode_message(msg)) == msg
+    assert decode_message(encode_message(snap)) == snap
+    for bad in (b"", b"\xc1", encode_message(msg)[:-3], b"\x93\x01\x02\x03"):
+        with pytest.raises(MalformedMessage):
+            decode_message(bad)
