@@ -56,7 +56,7 @@ from benchmarks.peers.transport_child import (
     secret,
 )
 from benchmarks.peers.transport_peers import ChildServer, erlang_worker
-from runtime.dist import Distribution
+from runtime.dist import DEFAULT_MAX_BUFFER, Distribution
 
 __all__ = [
     "FLUSH_AT",
@@ -290,7 +290,7 @@ def build_cases(sizes: Sizes, servers: Servers) -> list[Case]:
         "processes": "separate OS processes",
         "message": "int",
         "floor_flush_bytes": FLUSH_AT,
-        "max_buffer": Distribution.__init__.__kwdefaults__["max_buffer"],
+        "max_buffer": DEFAULT_MAX_BUFFER,
     }
     one_way = Case(
         metrics=(Metric("one_way_throughput", "msg/s", "higher"),),

@@ -152,3 +152,127 @@ def test_one_measurement_can_report_several_metrics() -> None:
 
     actual = [(r.metric.name, r.value, r.peers) for r in results]
     assert actual == [("lat_p50_us", 1.0, {"floor": 0.5}), ("lat_p99_us", 9.0, {"floor": 3.0})]
+
+
+# --------------------------------------------------------------------------- supervision
+
+
+def _check_rows(suite: str, case: harness.Case, out: io.StringIO, path: Path) -> None:
+    """Measure ``case`` once, append its rows, and check their shape (no timing)."""
+    results, regency_ok = harness.measure_case(case, repeats=1, out=out)
+    harness.append_json(path, [harness.json_record(suite, case, r, 1) for r in results])
+
+    assert regency_ok, out.getvalue()
+    rows = json.loads(path.read_text())
+    assert [r["case"] for r in rows] == [m.name for m in case.metrics]
+    available = {p for p, m in case.peers.items() if not isinstance(m, Skip)}
+    for row, metric in zip(rows, case.metrics, strict=True):
+        assert {"suite", "case", "unit", "better", "value", "peers", "params"} == set(row)
+        assert (row["suite"], row["unit"], row["better"]) == (suite, metric.unit, metric.better)
+        assert isinstance(row["value"], float)
+        assert math.isfinite(row["value"])
+        assert available == set(row["peers"]), out.getvalue()
+        assert {case.size_param: case.size, "repeats": 1}.items() <= row["params"].items()
+    assert "failed" not in out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def supervision_peers() -> Iterator[object]:
+    """The Erlang supervision peer when escript is installed; triotp is left out."""
+    from benchmarks import supervision
+    from benchmarks.peers.figures_peer import FiguresPeer
+
+    escript = shutil.which("escript")
+    with contextlib.ExitStack() as stack:
+        erlang: FiguresPeer | Skip = Skip("escript not installed")
+        if escript is not None:
+            erlang = stack.enter_context(
+                FiguresPeer([escript, str(supervision.ERLANG_SCRIPT)], name="erlang")
+            )
+        yield supervision.Peers(triotp=Skip("not in the smoke test"), erlang=erlang)
+
+
+SUPERVISION_CASES = [
+    "restart_latency_p50_us",
+    "rest_for_one_restart_p50_us",
+    "storm_10_ms",
+    "storm_20_ms",
+]
+
+
+@pytest.mark.parametrize("name", SUPERVISION_CASES)
+def test_supervision_case_runs_and_appends_its_json(
+    name: str, supervision_peers: object, tmp_path: Path
+) -> None:
+    """Each supervision case measures regency (and Erlang if installed) with tiny sizes."""
+    from benchmarks import supervision
+
+    assert isinstance(supervision_peers, supervision.Peers)
+    tiny = supervision.Sizes(restarts=5, rest_restarts=5, storm_small=10, storm_large=20)
+    cases = supervision.build_cases(tiny, supervision_peers)
+    assert [c.name for c in cases] == SUPERVISION_CASES
+    case = {c.name: c for c in cases}[name]
+
+    _check_rows("supervision", case, io.StringIO(), tmp_path / "out.json")
+
+
+def test_supervision_full_sizes_have_the_fixed_case_names() -> None:
+    """Without tiny sizes, the storms are the fixed 1,000 and 10,000 children."""
+    from benchmarks import supervision
+
+    peers = supervision.Peers(triotp=Skip("x"), erlang=Skip("x"))
+    names = [m.name for c in supervision.build_cases(supervision.QUICK, peers) for m in c.metrics]
+
+    assert names == [
+        "restart_latency_p50_us",
+        "restart_latency_p99_us",
+        "rest_for_one_restart_p50_us",
+        "storm_1000_ms",
+        "storm_10000_ms",
+    ]
+
+
+# --------------------------------------------------------------------------- transport
+
+
+@pytest.fixture(scope="module")
+def transport_servers() -> Iterator[object]:
+    """The regency child node and the floor server; Erlang's pair is left out (slow)."""
+    from benchmarks import transport
+    from benchmarks.peers.transport_peers import ChildServer
+
+    with ChildServer("regency") as regency, ChildServer("floor") as floor:
+        yield transport.Servers(regency=regency, floor=floor, erlang=Skip("not in smoke test"))
+
+
+@pytest.mark.parametrize("name", ["one_way_throughput", "call_round_trip_p50_us"])
+def test_transport_case_runs_and_appends_its_json(
+    name: str, transport_servers: object, tmp_path: Path
+) -> None:
+    """Each transport case measures regency and both floors across two OS processes."""
+    from benchmarks import transport
+
+    assert isinstance(transport_servers, transport.Servers)
+    cases = transport.build_cases(transport.Sizes(one_way=300, calls=20), transport_servers)
+    assert [m.name for c in cases for m in c.metrics] == [
+        "one_way_throughput",
+        "call_round_trip_p50_us",
+        "call_round_trip_p99_us",
+    ]
+    case = {c.name: c for c in cases}[name]
+
+    _check_rows("transport", case, io.StringIO(), tmp_path / "out.json")
+
+
+def test_transport_erlang_peer_is_skipped_by_package_name_without_erl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without erl the Erlang pair is a Skip naming the Debian package."""
+    from benchmarks.peers import transport_peers
+
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+
+    worker = transport_peers.erlang_worker()
+
+    assert isinstance(worker, Skip)
+    assert "erlang-base" in worker.reason

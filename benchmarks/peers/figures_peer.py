@@ -39,6 +39,9 @@ class FiguresPeer(LineProtocolPeer):
             raise RuntimeError(f"{self.name}: no figures for {case_name}")
         return figures
 
+    def __enter__(self) -> FiguresPeer:
+        return self
+
     def measure_with(
         self, case_name: str, reduce: Callable[[Sequence[float]], Mapping[str, float] | float]
     ) -> Measure:

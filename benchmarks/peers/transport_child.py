@@ -51,7 +51,7 @@ def secret() -> bytes:
 
 def frame(value: object) -> bytes:
     """One floor frame: the 4-byte length, then the msgpack body."""
-    body = msgpack.packb(value)
+    body: bytes = msgpack.packb(value)
     return LENGTH.pack(len(body)) + body
 
 
@@ -110,7 +110,7 @@ async def _floor_connection(stream: anyio.abc.SocketStream) -> None:
                 else:
                     await stream.send(reply)
             if out:
-                await stream.send(out)
+                await stream.send(bytes(out))
 
 
 async def _wait_stdin_closed() -> None:
