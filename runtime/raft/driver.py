@@ -421,7 +421,7 @@ class RaftDriver:
         self._run_io = run_io
         self._on_status = on_status if on_status is not None else _never
         self._core = RaftNode(config, storage)
-        self._log = structlog.get_logger("regency.raft.driver").bind(node=self._id)
+        self._log = structlog.get_logger("regency.raft.driver", node=self._id)
 
         self._inbox: deque[Message] = deque()
         self._ops: deque[tuple[Callable[[], None], _Waiter | None]] = deque()
