@@ -99,12 +99,56 @@ class Crashed(ExitReason):
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Crashed:
-        """Capture *exc* with its traceback."""
-        tb = "".join(_tb.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type(exc).__qualname__, str(exc), tb, exc)
+        """Capture *exc* with its traceback (computed once per exception, then reused)."""
+        cached = getattr(exc, "_regency_crashed", None)
+        if type(cached) is cls:
+            return cached
+        crashed = cls(type(exc).__qualname__, str(exc), _format_traceback(exc), exc)
+        try:
+            exc._regency_crashed = crashed  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
+        return crashed
 
     def __str__(self) -> str:
         return f"{self.kind}({self.message})"
+
+
+def _format_traceback(exc: BaseException) -> str:
+    """The traceback as text, without Python 3.11's caret lines.
+
+    ``traceback.format_exception`` parses each frame's source line to place its carets,
+    which made formatting half the cost of a supervised restart; the frames, their
+    source lines and the chain of causes are what a crash report needs.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines = ["Traceback (most recent call last):\n"]
+        for fs in _tb.extract_tb(current.__traceback__):
+            lines.append(f'  File "{fs.filename}", line {fs.lineno}, in {fs.name}\n')
+            if fs.line:
+                lines.append(f"    {fs.line.strip()}\n")
+        text = str(current)
+        lines.append(
+            f"{type(current).__qualname__}: {text}\n" if text else f"{type(current).__qualname__}\n"
+        )
+        parts.append("".join(lines))
+        if current.__cause__ is not None:
+            parts.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+            )
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            parts.append(
+                "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+            current = current.__context__
+        else:
+            current = None
+    return "".join(reversed(parts))
 
 
 @attrs.frozen(slots=True)
