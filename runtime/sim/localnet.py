@@ -141,9 +141,10 @@ class TraceEvent:
     """One thing the network did, recorded in :attr:`LocalNetwork.trace`.
 
     ``kind`` is ``"deliver"`` (``op`` was handed to ``dst``), ``"connect"`` (a
-    connection between ``src``, the dialling node, and ``dst`` was made) or ``"break"``
-    (the connection between ``src`` and ``dst`` broke; ``detail`` says why and how many
-    packets were lost). ``at`` is the simulated time (``trio.current_time()``).
+    connection between ``src`` and ``dst`` was made) or ``"break"`` (the connection
+    between ``src`` and ``dst`` broke; ``detail`` says why and how many packets were
+    lost). For connections, ``src`` is the smaller of the two names (not necessarily the
+    node that dialled). ``at`` is the simulated time (``trio.current_time()``).
     """
 
     at: float
@@ -181,7 +182,9 @@ class _Conn:
         "broken",
         "deadline",
         "established",
+        "hi",
         "id",
+        "lo",
         "streams",
         "token",
     )
@@ -190,6 +193,7 @@ class _Conn:
         self.id = cid
         self.a = a
         self.b = b
+        self.lo, self.hi = sorted((a.name, b.name))
         self.streams = {a.name: _Stream(a, b), b.name: _Stream(b, a)}  # by sender
         self.established = False
         self.accepting = False  # the handshake is under way
@@ -462,7 +466,7 @@ class LocalNetwork:
         self._members: dict[str, LocalRemote] = {}
         self._conns: dict[int, _Conn] = {}
         self._next_conn = 0
-        self._pair_rngs: dict[tuple[str, str], random.Random] = {}
+        self._pair_rngs: dict[str, random.Random] = {}
         self._cuts: set[tuple[str, str]] = set()
         self._timers: list[_Timer] = []
         self._timer_seq = 0
@@ -755,14 +759,14 @@ class LocalNetwork:
                 conn.token += 1
             if not conn.established and not conn.accepting:
                 conn.accepting = True
-                rng = self._pair_rng(conn.a.name, conn.b.name)
+                rng = self._rng_for(f"{conn.lo}~{conn.hi}")  # whoever dialled
                 rtt = 2 * (self.latency + self.jitter * rng.random())
-                self._at(now + rtt, conn.a.name, conn.b.name, lambda: self._accept(conn))
+                self._at(now + rtt, conn.lo, conn.hi, lambda: self._accept(conn))
         elif conn.deadline is None:
             conn.deadline = now + self.detect_after
             conn.token += 1
             token = conn.token
-            self._at(conn.deadline, conn.a.name, conn.b.name, lambda: self._expire(conn, token))
+            self._at(conn.deadline, conn.lo, conn.hi, lambda: self._expire(conn, token))
         self._wake()
 
     def _recheck(self) -> None:
@@ -792,7 +796,7 @@ class LocalNetwork:
         a._creations[b.name] = b.node.creation
         b._creations[a.name] = a.node.creation
         if self.trace is not None:
-            self.trace.append(TraceEvent(trio.current_time(), "connect", a.name, b.name))
+            self.trace.append(TraceEvent(trio.current_time(), "connect", conn.lo, conn.hi))
         self._wake()
 
     def _break(self, conn: _Conn, why: str) -> None:
@@ -824,8 +828,8 @@ class LocalNetwork:
                 TraceEvent(
                     trio.current_time(),
                     "break",
-                    conn.a.name,
-                    conn.b.name,
+                    conn.lo,
+                    conn.hi,
                     detail=f"{why}; {lost} lost",
                 )
             )
@@ -845,7 +849,7 @@ class LocalNetwork:
 
     def _enqueue(self, conn: _Conn, src: LocalRemote, op: object) -> None:
         stream = conn.streams[src.name]
-        rng = self._pair_rng(src.name, stream.dst.name)
+        rng = self._rng_for(f"{src.name}>{stream.dst.name}")
         at = trio.current_time() + self.latency + self.jitter * rng.random()
         at = max(at, stream.last_at)
         stream.last_at = at
@@ -854,10 +858,11 @@ class LocalNetwork:
         if len(stream.queue) == 1:
             self._wake()
 
-    def _pair_rng(self, src: str, dst: str) -> random.Random:
-        rng = self._pair_rngs.get((src, dst))
+    def _rng_for(self, key: str) -> random.Random:
+        """The rng of one stream or pair: seeded from the network's seed and *key* alone."""
+        rng = self._pair_rngs.get(key)
         if rng is None:
-            rng = self._pair_rngs[src, dst] = random.Random(f"{self._pair_base}:{src}>{dst}")
+            rng = self._pair_rngs[key] = random.Random(f"{self._pair_base}:{key}")
         return rng
 
     def _unreachable_soon(self, src: LocalRemote, name: str) -> None:
