@@ -276,3 +276,57 @@ def test_transport_erlang_peer_is_skipped_by_package_name_without_erl(
 
     assert isinstance(worker, Skip)
     assert "erlang-base" in worker.reason
+
+
+# --------------------------------------------------------------------------- raft suite
+
+RAFT_CASES = [
+    ["commit_throughput"],
+    ["commit_throughput_1", "commit_latency_p50_ms", "commit_latency_p99_ms"],
+    ["failover_p50_ms", "failover_p99_ms", "failover_max_ms", "failover_multi_round"],
+    ["handover_p50_ms", "handover_p99_ms"],
+]
+
+
+@pytest.fixture(scope="module")
+def raft_cases() -> Iterator[dict[str, harness.Case]]:
+    """The raft suite's cases over running clusters (regency, and etcd/pysyncobj if here)."""
+    from benchmarks import raft
+
+    with contextlib.ExitStack() as resources:
+        ctx = harness.SuiteContext(
+            suite="raft", quick=True, repeats=1, resources=resources, out=io.StringIO()
+        )
+        clusters = raft.start_clusters(ctx)
+        sizes = raft.Sizes(throughput=64, sequential=5, kills=1, handovers=1)
+        yield {c.name: c for c in raft.build_cases(ctx, clusters, sizes)}
+
+
+@pytest.mark.slow
+def test_raft_suite_has_the_fixed_case_names(raft_cases: dict[str, harness.Case]) -> None:
+    """The raft suite yields the cases BENCHMARKS.md names, with their settings in params."""
+    names = [[m.name for m in c.metrics] for c in raft_cases.values()]
+
+    assert names == RAFT_CASES
+    for case in raft_cases.values():
+        assert case.params["election_timeout_max_ms"] == 300
+        assert case.params["heartbeat_ms"] == 50
+        assert "kills" in case.params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [names[0] for names in RAFT_CASES])
+def test_raft_case_runs_and_appends_its_json(
+    name: str, raft_cases: dict[str, harness.Case], tmp_path: Path
+) -> None:
+    """Each raft case measures regency and every peer cluster that runs here."""
+    _check_rows("raft", raft_cases[name], io.StringIO(), tmp_path / "out.json")
+
+
+def test_raft_etcd_peer_is_reported_missing_without_etcd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without etcd on the PATH the etcd peer is reported unavailable."""
+    from benchmarks.peers import raft_etcd
+
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+
+    assert raft_etcd.available() is None
