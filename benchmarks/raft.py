@@ -44,6 +44,7 @@ The report of a run says which are met.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -52,6 +53,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
 import trio
 
 from benchmarks.harness import Case, Measure, Metric, Skip, SuiteContext, percentile
@@ -398,6 +400,9 @@ def build_cases(
 
 def cases(ctx: SuiteContext) -> Iterator[Case]:
     """Start the three clusters (kept for the whole suite), then yield the cases."""
+    # The benchmark's client node sees every kill as a lost connection: expected here,
+    # so its warnings are not printed (errors still are).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     sizes = QUICK if ctx.quick else FULL
     if not ctx.quick and sizes.kills * ctx.repeats < 100:
         sizes.kills = -(-100 // ctx.repeats)  # at least 100 kills per system in full mode
