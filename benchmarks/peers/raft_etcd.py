@@ -242,7 +242,7 @@ class EtcdClient:
         leaders.discard("0")
         if len(leaders) != 1:
             return None, term
-        leader = self.cluster.member_ids.get(leaders.pop())
+        leader = self.cluster.member_ids.get(str(leaders.pop()))
         self.known_leader = leader
         return leader, term
 

@@ -85,7 +85,7 @@ def _member_main(argv: list[str]) -> None:  # pragma: no cover - runs in a child
             super().__init__(args.me, args.partner, conf)
             self.data: dict[str, str] = {}
 
-        @replicated  # type: ignore[misc]
+        @replicated  # type: ignore[untyped-decorator]
         def put(self, key: str, value: str) -> int:
             self.data[key] = value
             return len(self.data)
@@ -116,7 +116,12 @@ def _member_main(argv: list[str]) -> None:  # pragma: no cover - runs in a child
                         answer = (
                             "ok" if error == FAIL_REASON.SUCCESS else f"err {reasons.get(error)}"
                         )
-                        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(answer))
+
+                        def settle() -> None:
+                            if not fut.done():
+                                fut.set_result(answer)
+
+                        loop.call_soon_threadsafe(settle)
 
                     obj.put(parts[1], parts[2], callback=done)
                     answer = await fut
