@@ -22,6 +22,9 @@ from runtime import GenServer, Node
 from runtime.errors import PeerBusy, ServerExited, Unregistered
 from runtime.messages import Down, Exit, From
 from runtime.pid import Name, Pid, Ref
+from runtime.raft.core import Entry, EntryKind
+from runtime.raft.dist_transport import DistTransport
+from runtime.raft.driver import RaftDriver, raft_config
 from runtime.reasons import (
     Abnormal,
     Crashed,
@@ -31,6 +34,7 @@ from runtime.reasons import (
     NoConnection,
     NoProc,
 )
+from runtime.sim.disk import SimDisk
 from runtime.sim.localnet import LocalNetwork, TraceEvent
 from supervisors import SupFlags, start_supervisor, which_children, worker_spec
 
@@ -771,3 +775,66 @@ def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="jitter"):
         LocalNetwork(jitter=-1)
     assert LocalNetwork(random.Random(1)).nodes == []
+
+
+class _Applied:
+    """A Raft state machine that records what it applied."""
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    def apply(self, entry: Entry) -> object:
+        if entry.kind is EntryKind.NORMAL:
+            self.applied.append(entry.data)
+        return len(self.applied)
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.applied)
+
+    def restore(self, data: bytes) -> None:
+        self.applied = data.split(b"\n") if data else []
+
+
+async def test_raft_over_dist_transport_elects_and_survives_a_leader_partition(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three Raft members over DistTransport elect, replicate, and re-elect when cut off."""
+    names = ["r1", "r2", "r3"]
+    root = random.Random(21)
+    async with cluster(*names, seed=21) as (net, nodes), trio.open_nursery() as nursery:
+        drivers: list[RaftDriver] = []
+        logs: list[_Applied] = []
+        for node in nodes:
+            disk = SimDisk(node.name, names, random.Random(root.getrandbits(64)))
+            transport = DistTransport(node)
+            sm = _Applied()
+            cfg = raft_config(node.name, names, rng=random.Random(root.getrandbits(64)))
+            driver = RaftDriver(cfg, disk.open(), transport, sm, run_io=disk.run_io)
+            transport.serve(driver)
+            await nursery.start(driver.run)
+            drivers.append(driver)
+            logs.append(sm)
+
+        leader = await drivers[0].wait_for_leader()
+        lead = drivers[names.index(leader)]
+        assert [await lead.propose(f"c{i}".encode(), timeout=5) for i in range(5)] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+        net.partition([leader], [n for n in names if n != leader])
+        rest = [d for n, d in zip(names, drivers, strict=True) if n != leader]
+        st = await rest[0].wait_for(lambda s: s.leader not in (None, leader), timeout=5)
+        new = st.leader
+        assert new is not None
+        assert await drivers[names.index(new)].propose(b"after", timeout=5) == 6
+        net.heal()
+        for d in drivers:
+            await d.read_index(timeout=5)
+
+        assert all(sm.applied == [b"c0", b"c1", b"c2", b"c3", b"c4", b"after"] for sm in logs)
+        for d in drivers:
+            await d.stop()
+        nursery.cancel_scope.cancel()
