@@ -57,7 +57,10 @@ Faults (all deterministic; call them from the test at any time)
       nodes get ``node_down`` immediately.
     * A node that stops (leaves ``async with``, which calls ``remote.close()``) says
       goodbye on each connection: its peers get ``node_down`` after the packets already
-      in flight from it; connecting to it afterwards is refused at once.
+      in flight from it; connecting to it afterwards is refused at once. Its processes
+      end after that (``Node.stop`` closes the distribution before they run again), so
+      peers see their links and monitors fire with ``NoConnection``, not
+      ``Shutdown("node_stopped")``, exactly as with ``runtime.dist``.
 
 Unreachable nodes
     An operation for a name never attached is a dead letter (messages) or fires
@@ -79,7 +82,8 @@ Seeding and reproducing
     explicit ``creation`` (otherwise pids differ between runs), keep ``latency > 0``, and
     remember that trio shuffles the order of tasks woken together: processes of one node
     racing to send on the same pair are ordered by trio, not by the network (under
-    Hypothesis trio's scheduler is seeded).
+    Hypothesis trio's scheduler is seeded), and so is a task that wakes at the very
+    instant a connection breaks (send just before or after it, not at it).
 
 Deviations from ``runtime.dist``
     No heartbeat packets travel; detection is the ``detect_after`` timer itself, and both
