@@ -378,19 +378,38 @@ class Distribution:
             Unregistered: *msg* holds a value of a class that may not travel.
             ValueError: *msg* is too deep, too big or out of range for the wire.
         """
-        peer = self._reachable(to.node if isinstance(to, Pid) else str(to.node))
-        if peer is None:
-            self.node.dead_letters += 1
-            return
-        if isinstance(to, Pid) and peer.creation is not None and to.creation != peer.creation:
+        is_pid = type(to) is Pid
+        peer = self._peers.get(to.node if is_pid else str(to.node))  # type: ignore[union-attr]
+        if peer is None or peer.conn is None or self._closed:
+            # Not connected: dial if the address is known, and buffer meanwhile.
+            peer = self._reachable(to.node if is_pid else str(to.node))  # type: ignore[union-attr]
+            if peer is None:
+                self.node.dead_letters += 1
+                return
+        if is_pid and peer.creation is not None and to.creation != peer.creation:  # type: ignore[union-attr]
             self.node.dead_letters += 1  # a pid of the node's previous life
             return
-        if len(peer.buf) > self.max_buffer:
-            raise PeerBusy(to if isinstance(to, Pid) else Pid(peer.name, 0, 0), self.max_buffer)
-        self._push(peer, wire.Send(to, msg))
+        buf = peer.buf
+        if len(buf) > self.max_buffer:
+            raise PeerBusy(to if is_pid else Pid(peer.name, 0, 0), self.max_buffer)  # type: ignore[arg-type]
+        buf += peer.encoder.encode_send(to, msg)
+        conn = peer.conn
+        if conn is not None:
+            w = conn._waiter
+            if w is not None:
+                conn._waiter = None
+                self._unpark(w)
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
+        peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
+        if peer is None or len(peer.buf) > self.max_buffer:
+            await self._wait_room(to)
+        self.send(to, msg)
+        await self.node._budget_checkpoint()
+
+    async def _wait_room(self, to: Pid | Name) -> None:
+        """Wait while the buffer of *to*'s node holds more than ``max_buffer`` bytes."""
         node = to.node if isinstance(to, Pid) else str(to.node)
         backend = self.node._backend
         assert backend is not None
@@ -405,8 +424,6 @@ class Distribution:
             finally:
                 if room in peer.rooms:
                     peer.rooms.remove(room)
-        self.send(to, msg)
-        await self.node._budget_checkpoint()
 
     def link(self, frm: Pid, to: Pid) -> None:
         """Tell *to*'s node that *frm* linked to it."""
@@ -515,9 +532,12 @@ class Distribution:
             w = conn._waiter
             if w is not None:
                 conn._waiter = None
-                backend = self.node._backend
-                assert backend is not None
-                backend.unpark(w)
+                self._unpark(w)
+
+    def _unpark(self, waiter: Any) -> None:
+        backend = self.node._backend
+        assert backend is not None
+        backend.unpark(waiter)
 
     def _wake_rooms(self, peer: _Peer) -> None:
         backend = self.node._backend

@@ -542,6 +542,8 @@ _LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes, Pid, Ref, 
 
 
 _DESTS: Final = frozenset({Pid, Name})
+# Values msgpack packs natively, with no Python hook and no nesting to check.
+_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _is_u64(x: object) -> bool:
@@ -670,6 +672,10 @@ class _Packing:
         self.max_depth = max_depth
         self._base = base
         self._depth = base
+        # Set when a native list or dict was handed to msgpack anywhere in the value:
+        # only those escape the hooks' exact depth count (and only dicts need their keys
+        # checked), so without one the value needs no walk at all.
+        self._native = False
         # One packer per ext nesting level, made on first use: a level's packer is
         # mid-pack while the payloads of its ext values are packed one level down.
         self._packers: list[Any] = []
@@ -710,7 +716,29 @@ class _Packing:
             Unregistered: a value of a class that may not travel.
             ValueError: out of range, too deep, or a dict key that is not str or bytes.
         """
+        t = type(value)
+        return self._pack(value, t is list or t is dict, self.max_depth)
+
+    def pack_fields(self, fields: list[Any]) -> bytes:
+        """The msgpack body of the operation array *fields* (``[opcode, *fields]``)."""
+        native = False
+        for x in fields:
+            t = type(x)
+            if t is list or t is dict:
+                native = True
+                break
+        return self._pack(fields, native, self.max_depth)
+
+    def pack_field(self, value: object) -> bytes:
+        """The msgpack encoding of *value* as a field of an operation (one level below
+        the operation's array), checked as :meth:`pack_fields` checks it."""
+        t = type(value)
+        return self._pack(value, t is list or t is dict, self.max_depth - 1)
+
+    def _pack(self, value: object, native: bool, limit: int) -> bytes:
+        """Pack *value*, whose own containers may nest at most *limit* levels."""
         self._depth = self._base
+        self._native = native
         packers = self._packers
         packer = packers[0] if packers else self._packer(0)
         try:
@@ -719,14 +747,17 @@ class _Packing:
             raise
         except (OverflowError, TypeError) as exc:
             raise ValueError(f"cannot encode value: {exc}") from exc
-        # The walk is needed only if a dict may be present (to check its keys), or if
-        # there are more container heads than levels allowed.
-        heads = body.translate(_HEADS)
-        limit = self.max_depth
-        if b"\x02" in heads or (len(body) > limit and len(heads) - heads.count(b"\x00") > limit):
-            problem = _walk(value, limit, self.registry._by_type, keys=True)
-            if problem is not None:
-                raise ValueError(f"cannot encode value: {problem}")
+        if self._native:
+            # A native list or dict is in there: the walk is needed if a dict may be
+            # present (to check its keys), or if there are more container heads than
+            # levels allowed. Ext values were counted exactly by the hooks.
+            heads = body.translate(_HEADS)
+            if b"\x02" in heads or (
+                len(body) > limit and len(heads) - heads.count(b"\x00") > limit
+            ):
+                problem = _walk(value, limit, self.registry._by_type, keys=True)
+                if problem is not None:
+                    raise ValueError(f"cannot encode value: {problem}")
         return body
 
     def _default(self, obj: object) -> Any:
@@ -745,6 +776,12 @@ class _Packing:
         if depth > self.max_depth:
             raise ValueError(f"value nested deeper than {self.max_depth} levels")
         self._depth = depth
+        if not self._native:
+            for x in items:
+                t = type(x)
+                if t is list or t is dict:
+                    self._native = True
+                    break
         try:
             packers = self._packers
             packer = packers[depth] if depth < len(packers) else self._packer(depth)
@@ -1004,6 +1041,13 @@ class FrameEncoder:
             raise ValueError(f"max_depth must be at least 2, not {max_depth}")
         self.max_frame = max_frame
         self._packing = _Packing(registry or DEFAULT_REGISTRY, max_depth, base=1)
+        # SEND's fast path: the bytes of ``[1, to`` for each destination, the last one
+        # used at hand; a packer with no Python hook for values msgpack packs natively.
+        self._heads: dict[Pid | Name, bytes] = {}
+        self._exts: dict[Pid, bytes] = {}
+        self._last_to: object = None
+        self._last_head = b""
+        self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
 
     def encode(self, op: Op) -> bytes:
         """One frame holding *op*.
@@ -1013,11 +1057,70 @@ class FrameEncoder:
             Unregistered: a value inside *op* is of a class that may not travel.
             ValueError: a value is out of range, too deep, or the frame is over the limit.
         """
-        body = self._packing.pack(_fields(op))
+        if type(op) is Send:
+            return self.encode_send(*op)
+        body = self._packing.pack_fields(_fields(op))
         n = len(body)
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return _LENGTH.pack(n) + body
+
+    def encode_send(self, to: Pid | Name, msg: object, sender: Pid | None = None) -> bytes:
+        """The frame of ``Send(to, msg, sender)``, the same bytes as :meth:`encode` makes
+        of it, without building the operation. Raises as :meth:`encode`."""
+        if to is self._last_to:
+            head = self._last_head
+        else:
+            try:
+                head = self._heads.get(to)  # type: ignore[arg-type]
+            except TypeError:  # a Name holding something unhashable: refused below
+                head = None
+            if head is None:
+                head = self._send_head(to, msg, sender)
+            self._last_to = to
+            self._last_head = head
+        if sender is None:
+            tail = b"\xc0"
+        elif type(sender) is Pid:
+            tail = self._exts.get(sender) or self._pid_ext(sender)
+        else:
+            raise TypeError(f"malformed SEND: {Send(to, msg, sender)!r}")
+        t = type(msg)
+        if t in _SCALARS:
+            try:
+                body = self._plain(msg)
+            except OverflowError:
+                raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+        else:
+            body = self._packing.pack_field(msg)
+        n = len(head) + len(body) + len(tail)
+        if n > self.max_frame:
+            raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+        return b"".join((_LENGTH.pack(n), head, body, tail))
+
+    def _send_head(self, to: object, msg: object, sender: object) -> bytes:
+        """The bytes ``[1, to`` of a SEND frame's body, made once per destination."""
+        if type(to) is Pid:
+            ext = self._pid_ext(to)
+        elif type(to) is Name:
+            ext = msgpack.packb(self._packing._name(to))
+        else:
+            raise TypeError(f"malformed SEND: {Send(to, msg, sender)!r}")  # type: ignore[arg-type]
+        heads = self._heads
+        if len(heads) >= _CACHE_MAX:
+            heads.clear()
+        head = heads[to] = b"\x94\x01" + ext
+        return head
+
+    def _pid_ext(self, pid: Pid) -> bytes:
+        exts = self._exts
+        ext = exts.get(pid)
+        if ext is None:
+            ext = msgpack.packb(_new_tuple(_ExtType, (EXT_PID, _ident(pid))))
+            if len(exts) >= _CACHE_MAX:
+                exts.clear()
+            exts[pid] = ext
+        return ext
 
     def encode_many(self, ops: Iterable[Op]) -> bytes:
         """The frames of all *ops*, concatenated in order: one buffer for one write.
@@ -1027,10 +1130,13 @@ class FrameEncoder:
         """
         parts: list[bytes] = []
         append = parts.append
-        pack = self._packing.pack
+        pack = self._packing.pack_fields
         length = _LENGTH.pack
         limit = self.max_frame
         for op in ops:
+            if type(op) is Send:
+                append(self.encode_send(*op))
+                continue
             body = pack(_fields(op))
             n = len(body)
             if n > limit:
