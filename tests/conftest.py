@@ -1,16 +1,16 @@
-"""Shared fixtures: run a scenario on each backend.
+"""Shared fixtures: run a scenario on each backend, on virtual time.
 
-trio runs under ``MockClock(autojump_threshold=0)``: time jumps to the next deadline
-whenever every task is blocked, so timing is exact and costs nothing. asyncio has no
-mock clock, so its loop here runs on a clock 50 times faster than real time: a
-scenario that waits "2 seconds" takes 40 ms. No assertion depends on real time.
+trio runs under ``MockClock(autojump_threshold=0)``: when every task is blocked, time
+jumps to the next deadline, so timing is exact and costs nothing. asyncio gets the same
+from a loop whose clock is virtual: when the loop has nothing ready to run and would
+wait for its next timer, the clock jumps to that timer instead. Scenarios therefore
+run deterministically on both backends, however loaded the machine is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,25 +29,37 @@ def run_on(backend: str, fn: Callable[[], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         return await fn()
 
-    with asyncio.Runner(loop_factory=_fast_loop) as runner:
+    with asyncio.Runner(loop_factory=_virtual_time_loop) as runner:
         return runner.run(main())
 
 
-TIME_SCALE = 50.0
+class _AutojumpSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Polls instead of sleeping, and moves the loop's virtual clock forward instead."""
 
+    loop: _VirtualTimeLoop
 
-class _FastSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     def select(self, timeout: float | None = None) -> Any:
-        return super().select(None if timeout is None else timeout / TIME_SCALE)
+        if timeout is not None and timeout > 0:
+            self.loop.virtual_now += timeout  # idle until the next timer: jump to it
+            timeout = 0
+        elif timeout is None:
+            timeout = 5.0  # nothing scheduled: wait (really) for I/O from a thread
+        return super().select(timeout)
 
 
-class _FastLoop(asyncio.SelectorEventLoop):
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        selector = _AutojumpSelector()
+        self.virtual_now = 0.0
+        super().__init__(selector)
+        selector.loop = self
+
     def time(self) -> float:
-        return time.monotonic() * TIME_SCALE
+        return self.virtual_now
 
 
-def _fast_loop() -> asyncio.AbstractEventLoop:
-    return _FastLoop(_FastSelector())
+def _virtual_time_loop() -> asyncio.AbstractEventLoop:
+    return _VirtualTimeLoop()
 
 
 @pytest.fixture(params=BACKENDS)
