@@ -115,6 +115,9 @@ from .errors import (
     RegencyError as RegencyError,
 )
 from .errors import (
+    ReplyNotSendable as ReplyNotSendable,
+)
+from .errors import (
     ServerExited as ServerExited,
 )
 from .errors import (
@@ -199,6 +202,7 @@ __all__ = [
     "ReceiveTimeout",
     "Ref",
     "RegencyError",
+    "ReplyNotSendable",
     "ServerExited",
     "Shutdown",
     "StartFailed",

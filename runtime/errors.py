@@ -78,6 +78,13 @@ class ProcessExit(BaseException):
         self.reason = reason
 
 
+class ReplyNotSendable(RegencyError):
+    """The server on another node replied with a value that cannot travel on the wire.
+
+    The server is unaffected; register the reply's class (``runtime.message``) to fix it.
+    """
+
+
 class Unregistered(RegencyError, TypeError):
     """A message of a class that was never registered for the wire was sent to another node."""
 

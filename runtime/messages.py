@@ -65,3 +65,25 @@ class TimerRef:
     """Names a timer started by ``send_after``; pass it to ``cancel_timer``."""
 
     ref: Ref
+
+
+@attrs.frozen(slots=True)
+class UnsendableReply:
+    """Sent instead of a call's reply that could not be encoded for the wire.
+
+    The caller's ``call`` raises ``ReplyNotSendable``; the server keeps running.
+    """
+
+    kind: str
+    error: str
+
+
+def _register() -> None:
+    """Allow the runtime's own messages on the wire, under stable names."""
+    from .wire import DEFAULT_REGISTRY
+
+    for cls in (Call, Cast, Down, Exit, From, UnsendableReply):
+        DEFAULT_REGISTRY.register(cls, f"regency.{cls.__name__}")
+
+
+_register()

@@ -46,10 +46,12 @@ from .errors import (
     NoProcError,
     NotInProcess,
     ProcessExit,
+    ReplyNotSendable,
     ServerExited,
+    Unregistered,
 )
 from .mailbox import DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
-from .messages import Call, Cast, Down, Exit, From, TimerRef
+from .messages import Call, Cast, Down, Exit, From, TimerRef, UnsendableReply
 from .pid import Name, Pid, Ref
 from .reasons import (
     KILLED,
@@ -284,6 +286,7 @@ class Node:
         self._tg_cm: AbstractAsyncContextManager[TaskGroup] | None = None
         self._backend: Backend | None = None
         self._closing = False
+        self._stopped = False
         self._node_token: Any = None
         # A lazy logger: structlog configured after the node is made still applies.
         self._log = structlog.get_logger("regency", node=name)
@@ -316,6 +319,8 @@ class Node:
         """Stop every process (reason ``Shutdown("node_stopped")``). Idempotent.
 
         Newest processes are stopped first. Nothing new can be spawned afterwards.
+        Distribution stays up until the last process has ended, so the exit signals and
+        ``Down`` messages of the processes that stop still reach other nodes.
         """
         self._closing = True
         reason = Shutdown("node_stopped")
@@ -323,6 +328,14 @@ class Node:
             self._terminate(proc, reason)
         for scope in self._timers.values():
             scope.cancel()
+        if not self._procs:
+            self._finish_stop()
+
+    def _finish_stop(self) -> None:
+        """The last process of a stopping node has ended: close what served them."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._timeouts is not None:
             self._timeouts.close()
         if self.remote is not None:
@@ -405,6 +418,8 @@ class Node:
         """Everything that happens when a process ends: links, monitors, names, report."""
         proc.alive = False
         self._procs.pop(proc.pid.serial, None)
+        if self._closing and not self._procs:
+            self._finish_stop()
         if proc.name is not None and self._names.get(proc.name) == proc.pid:
             del self._names[proc.name]
         left = proc.mailbox.close()
@@ -856,7 +871,10 @@ class Node:
                 raise CallTimeout(f"no reply within {timeout} s")
         if slot.reason is not None:
             raise ServerExited(slot.reason)
-        return slot.value
+        value = slot.value
+        if type(value) is UnsendableReply:
+            raise ReplyNotSendable(f"the {value.kind} reply could not travel: {value.error}")
+        return value
 
     def reply(self, to: From | Ref, value: object) -> None:
         """Reply to the call *to* (a GenServer's ``from_``, or its ref), from any process.
@@ -867,7 +885,12 @@ class Node:
         assert isinstance(ref, Ref)
         if ref.node != self.name:
             if self.remote is not None:
-                self.remote.reply(ref, value)
+                try:
+                    self.remote.reply(ref, value)
+                except (Unregistered, TypeError, ValueError) as e:
+                    # The caller must learn why, and the replying server must not crash.
+                    self._log.warning("reply_not_sendable", ref=str(ref), error=str(e))
+                    self.remote.reply(ref, UnsendableReply(type(value).__qualname__, str(e)))
             return
         slot = self._pending.get(ref.serial)
         if slot is None or slot.done or ref.creation != self.creation:
