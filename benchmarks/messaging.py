@@ -350,6 +350,7 @@ def build_cases(sizes: Sizes, workers: Workers) -> list[Case]:
             subject=regency_spawn,
             peers={
                 "trio_task": trio_peers.trio_task_spawn,
+                "trio_task_scope": trio_peers.trio_task_scope_spawn,
                 "anyio_task": trio_peers.anyio_task_spawn,
                 "asyncio_task": asyncio_peer.spawn,
                 **remote["spawn_rate"],

@@ -121,6 +121,22 @@ async def _spawn_trio(n: int) -> float:
     return rate(n, t1 - t0)
 
 
+async def _scoped_body(countdown: _Countdown) -> None:
+    with trio.CancelScope():  # what a killable process needs at the least
+        await _body(countdown)
+
+
+async def _spawn_trio_scoped(n: int) -> float:
+    countdown = _Countdown(n)
+    async with trio.open_nursery() as nursery:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            nursery.start_soon(_scoped_body, countdown)
+        await countdown.done.wait()
+        t1 = time.perf_counter()
+    return rate(n, t1 - t0)
+
+
 async def _spawn_anyio(n: int) -> float:
     countdown = _Countdown(n)
     async with anyio.create_task_group() as tg:
@@ -169,6 +185,12 @@ def anyio_stream_call(n: int) -> float:
 def trio_task_spawn(n: int) -> float:
     """Bare trio tasks started into a nursery per second, until each has run."""
     return _run(_spawn_trio, n)
+
+
+def trio_task_scope_spawn(n: int) -> float:
+    """Bare trio tasks that each enter one cancel scope, per second: the floor for a
+    process that can be killed (trio can only cancel a task through a scope)."""
+    return _run(_spawn_trio_scoped, n)
 
 
 def anyio_task_spawn(n: int) -> float:
