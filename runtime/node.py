@@ -129,14 +129,25 @@ class _Monitor:
 class _ReplySlot(Parkable):
     """Where one pending call's reply (or its server's exit) lands."""
 
-    __slots__ = ("_waiter", "done", "reason", "timed_out", "value")
+    __slots__ = ("_backend", "_waiter", "done", "reason", "timed_out", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
         self._waiter: Any = None
         self.done = False
         self.timed_out = False
         self.value: object = None
         self.reason: ExitReason | None = None
+
+    def fail(self, reason: ExitReason) -> None:
+        """The server is gone (the call's monitor fired): wake the caller with *reason*."""
+        if not self.done:
+            self.done = True
+            self.reason = reason
+            w = self._waiter
+            if w is not None:
+                self._waiter = None
+                self._backend.unpark(w)
 
 
 @final
@@ -824,33 +835,46 @@ class Node:
         except NoProcError:
             raise ServerExited(NOPROC) from None
         caller = _current_process.get()
-        ref, slot = self._open_slot(caller.pid if caller is not None else None, target)
+        caller_pid = caller.pid if caller is not None else None
+        if type(target) is Pid and target.node == self.name:
+            return await self._call_local(target, request, caller_pid, timeout)
+        ref, slot = self._open_slot(caller_pid, target)
         try:
             if not slot.done:
-                if type(target) is Pid and target.node == self.name:
-                    proc = self._procs.get(target.serial)
-                    if proc is not None:
-                        proc.mailbox.put(Call(ref, request, caller.pid if caller else None))
-                else:
-                    self.send(target, Call(ref, request, caller.pid if caller else None))
+                self.send(target, Call(ref, request, caller_pid))
             return await self._wait_slot(slot, timeout)
         finally:
             self._close_slot(ref, target, caller)
 
+    async def _call_local(
+        self, target: Pid, request: object, caller: Pid | None, timeout: float | None
+    ) -> Any:
+        """The call fast path for a server on this node: the same protocol, inlined."""
+        proc = self._procs.get(target.serial)
+        if proc is None or target.creation != self.creation:
+            raise ServerExited(NOPROC)
+        self._ref_serial += 1
+        ref = Ref(self.name, self._ref_serial, self.creation)
+        assert self._backend is not None
+        slot = _ReplySlot(self._backend)
+        watchers = proc.watchers
+        if watchers is None:
+            watchers = proc.watchers = {}
+        watchers[ref] = _Monitor(ref, None, target, slot.fail)
+        pending = self._pending
+        pending[ref.serial] = slot
+        try:
+            proc.mailbox.put(Call(ref, request, caller))
+            return await self._wait_slot(slot, timeout)
+        finally:
+            del pending[ref.serial]
+            if proc.watchers is not None:
+                proc.watchers.pop(ref, None)
+
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
-        slot = _ReplySlot()
-        backend = self._backend
-
-        def on_down(reason: ExitReason) -> None:
-            if not slot.done:
-                slot.done = True
-                slot.reason = reason
-                w = slot._waiter
-                if w is not None and backend is not None:
-                    slot._waiter = None
-                    backend.unpark(w)
-
-        ref = self.monitor(None, target, callback=on_down)
+        assert self._backend is not None
+        slot = _ReplySlot(self._backend)
+        ref = self.monitor(None, target, callback=slot.fail)
         self._pending[ref.serial] = slot
         return ref, slot
 
