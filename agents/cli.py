@@ -2,7 +2,9 @@
 
 Subcommands:
 
-* ``regency demo`` -- the main job: see ``agents.demo``.
+* ``regency demo`` -- the main job: a 3-node orchestrator group as OS processes, its
+  leader killed mid-run (``agents.failover_demo``); ``regency demo supervision`` is the
+  one-process supervision demo (``agents.demo``).
 * ``regency bench [SUITE] [--quick] [--json PATH]`` -- the benchmark suites.
 * ``regency node --name NAME --listen HOST:PORT [--connect HOST:PORT ...]`` -- one node.
 * ``regency chaos --sim --seeds N`` -- seeded fault runs with invariant checks.
@@ -50,7 +52,7 @@ def _chaos(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Handler, str]] = {
-    "demo": (_demo, "run the main demo: a supervision tree healing injected crashes"),
+    "demo": (_demo, "the main demo: orchestrator failover across OS processes (or: supervision)"),
     "bench": (_bench, "run benchmark suites with peers side by side"),
     "node": (_node, "run one node of a deployment"),
     "chaos": (_chaos, "seeded fault runs with invariant checks"),

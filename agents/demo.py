@@ -1,4 +1,4 @@
-"""``regency demo``: a supervision tree of agent-like workers healing injected crashes.
+"""``regency demo supervision``: a supervision tree of agent-like workers healing injected crashes.
 
 The demo builds this tree on one node (no model is needed yet: each agent's model
 call is simulated, with a seeded "thinking" time of 10-50 ms)::
@@ -35,7 +35,9 @@ The timeline is printed from the runtime's own structured log events (structlog:
 duration of the run, plus the demo's own events (``task_requeued``, ``lease_expired``,
 ``fault_injected``...).
 
-Entry points: :func:`main` (the ``regency demo`` command) and :func:`run_demo`, the
+Entry points: :func:`supervision_main` (``regency demo supervision``; :func:`main`, the
+``regency demo`` command, runs the failover demo of :mod:`agents.failover_demo` unless
+told ``supervision``) and :func:`run_demo`, the
 coroutine that runs one demo and returns a :class:`DemoResult`; tests run it under
 trio's ``MockClock``.
 """
@@ -76,6 +78,7 @@ __all__ = [
     "RichPrinter",
     "main",
     "run_demo",
+    "supervision_main",
 ]
 
 log = structlog.get_logger("regency.demo")
@@ -1453,13 +1456,30 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``regency demo [--seed N] [--tasks N] [--workers N] [--plain] [--json PATH]``.
+    """``regency demo [supervision] ...``: which demo to run.
+
+    ``regency demo supervision [...]`` (or ``--supervision``) runs this module's
+    one-process supervision demo (:func:`supervision_main`); anything else runs the
+    failover demo, :func:`agents.failover_demo.main`: a 3-node orchestrator group as OS
+    processes with its leader killed mid-run. Returns the demo's exit status.
+    """
+    if argv[:1] == ["supervision"]:
+        return supervision_main(argv[1:])
+    if "--supervision" in argv:
+        return supervision_main([a for a in argv if a != "--supervision"])
+    from .failover_demo import main as failover_main
+
+    return failover_main(argv)
+
+
+def supervision_main(argv: list[str]) -> int:
+    """``regency demo supervision [--seed N] [--tasks N] [--workers N] [--plain] [--json PATH]``.
 
     Returns 0 when every task completed exactly once and nothing was lost, 1 otherwise
     (2 for bad arguments, from argparse).
     """
     parser = argparse.ArgumentParser(
-        prog="regency demo",
+        prog="regency demo supervision",
         description="A supervision tree of agent workers healing injected crashes,"
         " verified: every task completed exactly once, none lost.",
     )

@@ -163,7 +163,8 @@ class TestCommand:
             return real_run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
 
         monkeypatch.setattr(trio, "run", fake_run)
-        status = main(["--plain", "--tasks", "12", "--seed", "4", "--json", str(path)])
+        argv = ["supervision", "--plain", "--tasks", "12", "--seed", "4", "--json", str(path)]
+        status = main(argv)
         data = json.loads(path.read_text())
 
         assert status == 0
@@ -178,7 +179,7 @@ class TestCommand:
     def test_bad_arguments_exit_2(self) -> None:
         """A non-positive count is a usage error."""
         with pytest.raises(SystemExit) as e:
-            main(["--tasks", "0"])
+            main(["supervision", "--tasks", "0"])
 
         assert e.value.code == 2
 
@@ -187,7 +188,7 @@ class TestCommand:
         """The real command, on real time: exit 0 and the key lines, in a few seconds."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run(
-            [sys.executable, "-m", "agents.cli", "demo", "--plain", "--tasks", "10"],
+            [sys.executable, "-m", "agents.cli", "demo", "supervision", "--plain", "--tasks", "10"],
             capture_output=True,
             text=True,
             timeout=30,
