@@ -20,8 +20,6 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, final
 
-import anyio
-
 from .backend import Parkable
 from .errors import MailboxFull, ReceiveTimeout
 
@@ -220,9 +218,10 @@ class Mailbox(Parkable):
         """Park until a new message arrives; returns the time left. Raises on expiry."""
         if timeout <= 0:
             raise ReceiveTimeout("no matching message" if match else "mailbox empty")
-        start = anyio.current_time()
+        now = self._backend.current_time
+        start = now()
         with self._backend.move_on_after(timeout):
             while len(self._q) <= scanned:
                 await self._backend.park(self)
-            return max(0.0, timeout - (anyio.current_time() - start))
+            return max(0.0, timeout - (now() - start))
         raise ReceiveTimeout(f"no {'matching ' if match else ''}message within {timeout} s")

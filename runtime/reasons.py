@@ -17,7 +17,7 @@ Every process ends with exactly one reason, a value (never a string):
 
 from __future__ import annotations
 
-import traceback as _tb
+import linecache
 
 import attrs
 
@@ -127,10 +127,14 @@ def _format_traceback(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         lines = ["Traceback (most recent call last):\n"]
-        for fs in _tb.extract_tb(current.__traceback__):
-            lines.append(f'  File "{fs.filename}", line {fs.lineno}, in {fs.name}\n')
-            if fs.line:
-                lines.append(f"    {fs.line.strip()}\n")
+        tb = current.__traceback__
+        while tb is not None:  # extract_tb would also compute column positions
+            code = tb.tb_frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            source = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            if source:
+                lines.append(f"    {source}\n")
+            tb = tb.tb_next
         text = str(current)
         lines.append(
             f"{type(current).__qualname__}: {text}\n" if text else f"{type(current).__qualname__}\n"
