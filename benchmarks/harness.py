@@ -43,7 +43,7 @@ The command line
 ``python -m benchmarks SUITE [--quick] [--json PATH] [--repeats N]`` runs one suite (all
 suites when SUITE is omitted); ``regency bench`` calls ``main(argv, prog="regency bench")``
 with the same arguments. A new suite needs nothing but its module: suites are found by
-listing ``benchmarks/*.py`` (everything except this harness and ``__main__``), and an
+listing ``benchmarks/*.py`` (everything except this harness, ``report`` and ``__main__``), and an
 unknown name is refused with the list of suites. Peer subprocesses that speak a line
 protocol (Erlang, triotp in its venv) can use :class:`LineProtocolPeer`.
 
@@ -107,7 +107,7 @@ SUBJECT = "regency"
 """The name under which the regency measurement is reported."""
 
 #: Modules in the benchmarks package that are not suites.
-_NOT_SUITES = frozenset({"harness", "__main__", "peers", "conftest"})
+_NOT_SUITES = frozenset({"harness", "__main__", "peers", "conftest", "report"})
 
 
 @attrs.frozen
