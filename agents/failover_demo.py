@@ -597,7 +597,11 @@ def verify(
     doubled_jobs = sorted(j for j, tids in jobs.items() if len(set(tids)) > 1)
     per_job = collections.Counter(job for job, _, _ in started)
     re_exec = sum(n - 1 for n in per_job.values() if n > 1)
-    finish_by_job = {task_job[t]: ts for t, ts in completed_at.items() if t in task_job}
+    finish_by_job: dict[str, float] = {}
+    for t, ts in completed_at.items():
+        if t in task_job:
+            job = task_job[t]
+            finish_by_job[job] = min(ts, finish_by_job.get(job, ts))
     redone = sorted(
         {job for job, ts, _ in started if job in finish_by_job and ts > finish_by_job[job]}
     )
@@ -697,49 +701,21 @@ async def run_failover_demo(
     problems: list[str] = []
     kills: list[KillRecord] = []
     resubmitted_same: int | None = None
+    verification: Verification | None = None
     try:
-        watch.emit("start", f"starting {len(MEMBERS)} members and {config.workers} workers")
-        await group.start()
-        pids = ", ".join(f"{n}={p.pid}" for n, p in group.procs.items())
-        watch.emit("start", f"all processes ready ({pids})")
-        async with Node(f"demo-{config.seed}") as node:
-            dist = await Distribution(node, secret=SECRET.encode()).start()
-            for m, port in group.ports.items():
-                dist.add_peer(m, "127.0.0.1", port)
-            client = GroupClient(node, MEMBERS, timeout=30.0)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch.run)
-                jobs: dict[str, list[str]] = {}
-                keys = [f"job-{config.seed}-{i}" for i in range(config.tasks)]
-                for key in keys:
-                    tid = await client.submit({"job": key}, key=key if config.idempotent else None)
-                    jobs[key] = [tid]
-                watch.emit("client", f"{len(keys)} jobs submitted through {client.leader_hint}")
-                kills, resubmitted_same, problem = await _chaos(
-                    config, node, group, client, watch, jobs, keys
-                )
-                if problem:
-                    problems.append(problem)
-                problem = await _wait_done(config, watch, jobs)
-                if problem:
-                    problems.append(problem)
-                tg.cancel_scope.cancel()
-            watch.poll()
-            watch.emit("note", "verifying: a linearizable read of every task, the leader's log")
-            tasks: dict[str, Any] = {}
-            for tids in jobs.values():
-                for tid in tids:
-                    tasks[tid] = await client.task(tid, timeout=20.0)
-            lead = await current_leader(node, group)
-            records = await fetch_audit(node, lead["node"] if lead else MEMBERS[0], timeout=20.0)
-            watch.poll()
-            verification = verify(jobs, tasks, records, watch.started, watch.completed_at)
-            node.stop()
+        verification, kills, resubmitted_same = await _run(config, group, watch, problems)
+    except (GroupUnavailable, TimeoutError, RuntimeError) as exc:
+        problems.append(f"the run broke off: {type(exc).__name__}: {exc}")
+        watch.emit("note", f"the run broke off: {exc}")
     finally:
         group.close()
         structlog.configure(**old_logs)
-        if not config.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    if verification is None or verification.problems or problems or config.keep:
+        watch.emit("note", f"logs and data kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    if verification is None:
+        verification = verify({}, {}, [], [], {})
     printer.close()
     problems += verification.problems
     if len(kills) < config.kills:
@@ -758,6 +734,61 @@ async def run_failover_demo(
         elapsed=round(watch.now(), 2),
         problems=tuple(problems),
         timeline=tuple(watch.entries),
+    )
+
+
+async def _run(
+    config: FailoverDemoConfig, group: GroupProcesses, watch: _Watch, problems: list[str]
+) -> tuple[Verification, list[KillRecord], int | None]:
+    """Start the processes, submit, kill, wait, verify (see :func:`run_failover_demo`)."""
+    watch.emit("start", f"starting {len(MEMBERS)} members and {config.workers} workers")
+    await group.start()
+    pids = ", ".join(f"{n}={p.pid}" for n, p in group.procs.items())
+    watch.emit("start", f"all processes ready ({pids})")
+    async with Node(f"demo-{config.seed}") as node:
+        dist = await Distribution(node, secret=SECRET.encode()).start()
+        for m, port in group.ports.items():
+            dist.add_peer(m, "127.0.0.1", port)
+        client = GroupClient(node, MEMBERS, timeout=30.0)
+        lead = None
+        with anyio.move_on_after(30):
+            while lead is None:
+                lead = await current_leader(node, group)
+                await anyio.sleep(0.05 if lead is None else 0)
+        if lead is None:
+            tails = "; ".join(f"{m}: {group.log_tail(m, 300)!r}" for m in MEMBERS)
+            raise TimeoutError(f"no member led within 30 s of starting ({tails})")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            jobs: dict[str, list[str]] = {}
+            keys = [f"job-{config.seed}-{i}" for i in range(config.tasks)]
+            for key in keys:
+                tid = await client.submit({"job": key}, key=key if config.idempotent else None)
+                jobs[key] = [tid]
+            watch.emit("client", f"{len(keys)} jobs submitted through {client.leader_hint}")
+            kills, resubmitted_same, problem = await _chaos(
+                config, node, group, client, watch, jobs, keys
+            )
+            if problem:
+                problems.append(problem)
+            problem = await _wait_done(config, watch, jobs)
+            if problem:
+                problems.append(problem)
+            tg.cancel_scope.cancel()
+        watch.poll()
+        watch.emit("note", "verifying: a linearizable read of every task, the leader's log")
+        tasks: dict[str, Any] = {}
+        for tids in jobs.values():
+            for tid in tids:
+                tasks[tid] = await client.task(tid, timeout=20.0)
+        lead = await current_leader(node, group)
+        records = await fetch_audit(node, lead["node"] if lead else MEMBERS[0], timeout=20.0)
+        watch.poll()
+        node.stop()
+    return (
+        verify(jobs, tasks, records, watch.started, watch.completed_at),
+        kills,
+        resubmitted_same,
     )
 
 
