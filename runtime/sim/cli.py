@@ -1,6 +1,17 @@
-"""``regency chaos --sim``: seeded simulated fault runs with invariant checks and a report.
+"""``regency chaos``: seeded fault runs with invariant checks and a report.
 
-Usage::
+``--sim`` runs a simulated cluster (this module); ``--real`` runs an orchestrator group
+and workers as OS processes behind a fault-injecting proxy (:mod:`agents.chaos_real`,
+see there for its options)::
+
+    regency chaos --real --seed 7 --duration 30 --json chaos.json --plot chaos.png
+
+Layering: ``runtime`` never imports ``supervisors`` or ``agents``. The one exception is
+deliberate and lazy: :func:`main` imports ``agents.chaos_real`` with
+:func:`importlib.import_module`, and only when ``--real`` is given, so importing this
+module (or running ``--sim``) loads nothing above ``runtime``.
+
+Simulated runs::
 
     regency chaos --sim --seeds 200                       # seeds 0..199, all faults
     regency chaos --sim --seed 1234                       # rerun one seed exactly
@@ -33,6 +44,7 @@ wall-clock budget is spent, then reports as above.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -88,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="regency chaos",
         description="Seeded fault runs of a Raft cluster with invariant checks.",
     )
-    p.add_argument("--sim", action="store_true", help="simulated cluster (the only mode yet)")
+    p.add_argument("--sim", action="store_true", help="simulated cluster")
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="real processes behind a fault-injecting proxy (see: regency chaos --real --help)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds to run")
     p.add_argument("--seed", type=int, default=None, help="first (or only) seed")
     p.add_argument("--nodes", type=int, choices=(1, 3, 5), default=3)
@@ -222,9 +239,20 @@ def _row(r: RunResult) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``regency chaos`` with ``argv`` (without the command name); return the status."""
+    """Run ``regency chaos`` with ``argv`` (without the command name); return the status.
+
+    With ``--real`` the whole command line goes to ``agents.chaos_real.main``, imported
+    only then (see the module docstring on layering).
+    """
     from rich.console import Console
 
+    if "--real" in argv:
+        if "--sim" in argv:
+            print("regency chaos: give --sim or --real, not both")
+            return 2
+        real = importlib.import_module("agents.chaos_real")
+        status: int = real.main(list(argv))
+        return status
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -234,7 +262,7 @@ def main(argv: list[str]) -> int:
     if console.width < 110:  # keep the summary table legible in pipes and CI logs
         console = Console(width=110)
     if not args.sim:
-        console.print("only simulated runs exist yet: pass --sim")
+        console.print("regency chaos: pass --sim (simulated) or --real (processes)")
         return 2
     try:
         faults = parse_faults(args.faults)
