@@ -801,7 +801,7 @@ class _Run:
 
         assert self.client is not None
         while True:
-            t = self.now()
+            t, started, epoch = self.now(), time.monotonic(), self.t0
             try:
                 with anyio.fail_after(STATUS_BOUND):  # in case the call overruns its timeout
                     st = await self.client.status(member, timeout=0.5)
@@ -820,9 +820,10 @@ class _Run:
             except TimeoutError:
                 self.result.overrun_calls += 1
                 obs = Observation(t, member, False)
-            self.result.observations.append(obs)
-            self.latest[member] = obs
-            await anyio.sleep(max(0.0, POLL_INTERVAL - (self.now() - t)))
+            if epoch == self.t0:  # not taken across the start of the run's clock
+                self.result.observations.append(obs)
+                self.latest[member] = obs
+            await anyio.sleep(max(0.0, POLL_INTERVAL - (time.monotonic() - started)))
 
     def current_leader(self) -> str | None:
         fresh = [
@@ -1029,6 +1030,7 @@ class _Run:
             return
         self.t0 = time.monotonic()  # the run's clock starts with the first leader
         result.observations.clear()
+        self.latest.clear()
         self.on_event("leader elected; workload and faults start")
         schedule = result.schedule
         unanswered: set[str] = set()
