@@ -330,3 +330,50 @@ def test_raft_etcd_peer_is_reported_missing_without_etcd(monkeypatch: pytest.Mon
     monkeypatch.setattr(shutil, "which", lambda _: None)
 
     assert raft_etcd.available() is None
+
+
+# --------------------------------------------------------------------------- failover suite
+
+FAILOVER_CASES = [
+    ["failover_p50_ms", "failover_p99_ms"],
+    ["handover_p99_ms", "handover_p50_ms"],
+    ["tasks_lost", "tasks_duplicated"],
+]
+
+
+@pytest.fixture(scope="module")
+def failover_cases() -> Iterator[dict[str, harness.Case]]:
+    """The failover suite's cases over a running group (and etcd if here), one loss each."""
+    from benchmarks import failover
+
+    with contextlib.ExitStack() as resources:
+        ctx = harness.SuiteContext(
+            suite="failover", quick=True, repeats=1, resources=resources, out=io.StringIO()
+        )
+        group, etcd = failover.start(ctx)
+        sizes = failover.Sizes(kills=1, handovers=1)
+        yield {c.name: c for c in failover.build_cases(ctx, group, etcd, sizes)}
+
+
+@pytest.mark.slow
+def test_failover_suite_has_the_fixed_case_names(
+    failover_cases: dict[str, harness.Case],
+) -> None:
+    """The failover suite yields the cases BENCHMARKS.md names, with their settings."""
+    names = [[m.name for m in c.metrics] for c in failover_cases.values()]
+
+    assert names == FAILOVER_CASES
+    for case in failover_cases.values():
+        assert case.params["election_timeout_max_ms"] == 300
+        assert case.params["heartbeat_ms"] == 50
+        assert "kills" in case.params
+    assert [m.better for m in failover_cases["tasks_lost"].metrics] == ["lower", "lower"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [names[0] for names in FAILOVER_CASES])
+def test_failover_case_runs_and_appends_its_json(
+    name: str, failover_cases: dict[str, harness.Case], tmp_path: Path
+) -> None:
+    """Each failover case measures regency (and etcd where it runs); rows have their shape."""
+    _check_rows("failover", failover_cases[name], io.StringIO(), tmp_path / "out.json")
