@@ -16,7 +16,8 @@ Cases (names fixed by BENCHMARKS.md):
     ``Assign`` of a newer term committed by the group (the ``ledger_committed`` log
     event, whose time the member stamps when it applies the entry; the orchestrator
     sends the ``Assignment`` to the worker right after). The killed member is then
-    restarted from its data directory. Percentiles per round, medians over rounds.
+    restarted from its data directory. Percentiles per round, medians over rounds (the
+    progress lines also give the percentiles and the maximum of every loss so far).
 ``handover_p99_ms`` (and ``handover_p50_ms``)
     The same with SIGTERM: the leader transfers leadership (Raft leadership transfer)
     before it stops.
@@ -107,6 +108,7 @@ class BenchGroup:
         self.keys = itertools.count()
         self.kills = 0
         self.sigterms = 0
+        self.samples: dict[str, list[float]] = {}  # every figure so far, by case prefix
         # entry term -> earliest time an accepted Assign of that term was applied
         self.first_assign: dict[int, float] = {}
 
@@ -230,7 +232,13 @@ def failover_measure(
             return out
 
         ms: list[float] = _with_group(group, job)
-        note(f"  regency {prefix}: " + ", ".join(f"{x:.0f}" for x in ms) + " ms")
+        pooled = group.samples.setdefault(prefix, [])
+        pooled += ms
+        note(
+            f"  regency {prefix}: " + ", ".join(f"{x:.0f}" for x in ms) + " ms; all"
+            f" {len(pooled)} so far: p50 {percentile(pooled, 50):.0f}, p99"
+            f" {percentile(pooled, 99):.0f}, max {max(pooled):.0f} ms"
+        )
         return {
             f"{prefix}_p50_ms": percentile(ms, 50),
             f"{prefix}_p99_ms": percentile(ms, 99),
