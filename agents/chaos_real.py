@@ -11,7 +11,9 @@ What a run does, in order:
 1. **Start.** A :class:`~runtime.faultproxy.FaultProxy` in this process, then ``--members``
    group members (``o1``...) and ``--workers`` worker nodes (``w1``...) as subprocesses of
    ``python -m supervisors.member_app`` (logs in ``WORKDIR/NAME.log``, durable logs in
-   ``WORKDIR/data``). Every address a node is given is a proxy route: member ``o1``
+   ``WORKDIR/data``, this process's own log in ``WORKDIR/runner.log``; ``WORKDIR`` is
+   ``--work-dir`` or a fresh ``/tmp/chaos_real_SEED_*``, kept after the run). Every
+   address a node is given is a proxy route: member ``o1``
    reaches ``o2`` at the route ``o1 -> o2``, worker ``w1`` reaches ``o2`` at ``w1 ->
    o2``; so every byte between two nodes crosses the proxy. This process runs a node of
    its own (``chaos``: the client and the observer), whose routes are never faulted, so
@@ -40,6 +42,16 @@ What a run does, in order:
 
    At most one member is down, stopped or cut off at any moment (the group lane runs
    one fault at a time), which keeps every fault within the promise: *any minority*.
+   A lane that runs late (a restart is slow on a loaded machine) shifts its later
+   faults; one that would not fit in the duration any more is skipped and reported.
+
+   Why a proxy, not network namespaces. The kernels this runs on have no ``netem``, so
+   delay and resets need the proxy anyway; doing the cuts there too needs no root, cuts
+   each *directed* link on its own (one-way partitions), can be soft or hard, and is
+   controlled synchronously from this process, so a fault's start and end are exact
+   instants of the run's clock. What it cannot do: cut a node's traffic to something
+   outside the group (nothing else is there), or drop individual packets (TCP would
+   retransmit them; see :mod:`runtime.faultproxy`).
 4. **Heal.** Every link clean, every stopped process continued, every killed one
    restarted; then wait for a ready leader (bounded by ``--heal-bound``), resubmit the
    unanswered submissions, and wait (``--quiesce`` at most) until every task is final.
@@ -1373,8 +1385,12 @@ def main(argv: list[str]) -> int:
             console.print("regency chaos: --plot needs matplotlib: pip install 'regency[chaos]'")
             return 2
     old_logging = structlog.get_config()
-    log_path = Path(tempfile.gettempdir()) / f"chaos_real_{cfg.seed}_runner.log"
-    with log_path.open("a") as log_file:
+    if cfg.work_dir is None:
+        cfg = attrs.evolve(cfg, work_dir=Path(tempfile.mkdtemp(prefix=f"chaos_real_{cfg.seed}_")))
+    assert cfg.work_dir is not None
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    # this process's own log events (the client's connection losses...) go to a file
+    with (cfg.work_dir / "runner.log").open("a") as log_file:
         structlog.configure(
             processors=[
                 structlog.processors.add_log_level,
