@@ -361,6 +361,14 @@ class MemoryStorage:
         # _ents[0] is a dummy entry at the snapshot's index and term.
         self._ents: list[Entry] = [Entry(0, 0, EntryKind.NOOP)]
 
+    def copy(self) -> MemoryStorage:
+        """Return an independent copy: later writes to either do not show in the other."""
+        other = MemoryStorage(self._voters)
+        other._hard_state = self._hard_state
+        other._snapshot = self._snapshot
+        other._ents = list(self._ents)
+        return other
+
     def initial_state(self) -> tuple[HardState, tuple[str, ...]]:
         """Return the saved hard state and the voters (the snapshot's, if it has any)."""
         return self._hard_state, self._snapshot.voters or self._voters

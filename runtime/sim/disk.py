@@ -30,15 +30,7 @@ from typing import Literal, TypeVar, final
 
 import trio
 
-from runtime.raft.core import (
-    EMPTY_SNAPSHOT,
-    Entry,
-    EntryKind,
-    HardState,
-    LogCompacted,
-    LogUnavailable,
-    Snapshot,
-)
+from runtime.raft.core import Entry, HardState, MemoryStorage, Snapshot
 
 __all__ = ["Broken", "SimDisk", "SimStorage"]
 
@@ -48,82 +40,15 @@ T = TypeVar("T")
 Broken = Literal["no_fsync"]
 
 
-@final
-class _LogState:
-    """A log as MemoryStorage keeps it: hard state, snapshot, entries after a dummy."""
+#: A buffered write, replayed onto the durable state when it is synced or survives a crash.
+_Write = tuple[Literal["append"], tuple[Entry, ...]] | tuple[Literal["hard_state"], HardState]
 
-    __slots__ = ("ents", "hard_state", "snapshot", "voters")
 
-    def __init__(self, voters: tuple[str, ...]) -> None:
-        self.hard_state = HardState(0, None, 0)
-        self.voters = voters
-        self.snapshot = EMPTY_SNAPSHOT
-        self.ents: list[Entry] = [Entry(0, 0, EntryKind.NOOP)]
-
-    def clone(self) -> _LogState:
-        other = _LogState(self.voters)
-        other.hard_state = self.hard_state
-        other.snapshot = self.snapshot
-        other.ents = list(self.ents)
-        return other
-
-    def first_index(self) -> int:
-        return self.ents[0].index + 1
-
-    def last_index(self) -> int:
-        return self.ents[0].index + len(self.ents) - 1
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        first = self.first_index()
-        if entries[-1].index < first:
-            return
-        if entries[0].index < first:
-            entries = entries[first - entries[0].index :]
-        offset = entries[0].index - self.ents[0].index
-        if offset > len(self.ents):
-            raise ValueError(
-                f"raft: missing log entries (last {self.last_index()}, "
-                f"appending at {entries[0].index})"
-            )
-        del self.ents[offset:]
-        self.ents.extend(entries)
-
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        if snapshot.index <= self.snapshot.index:
-            raise LogCompacted(f"raft: snapshot at {snapshot.index} is out of date")
-        self.snapshot = snapshot
-        self.ents = [Entry(snapshot.term, snapshot.index, EntryKind.NOOP)]
-
-    def create_snapshot(self, snapshot: Snapshot) -> None:
-        if snapshot.index <= self.snapshot.index:
-            raise LogCompacted(f"raft: snapshot at {snapshot.index} is out of date")
-        if snapshot.index > self.last_index():
-            raise LogUnavailable(f"raft: snapshot at {snapshot.index} is beyond the log")
-        self.snapshot = snapshot
-
-    def compact(self, index: int) -> None:
-        offset = self.ents[0].index
-        if index <= offset:
-            raise LogCompacted(f"raft: index {index} already compacted")
-        if index > self.last_index():
-            raise LogUnavailable(f"raft: compact {index} beyond last {self.last_index()}")
-        if index > self.snapshot.index:
-            raise ValueError(f"raft: compact {index} beyond snapshot {self.snapshot.index}")
-        term = self.ents[index - offset].term
-        self.ents = [Entry(term, index, EntryKind.NOOP), *self.ents[index - offset + 1 :]]
-
-    def do(self, op: tuple[str, object]) -> None:
-        kind, arg = op
-        if kind == "append":
-            assert isinstance(arg, tuple)
-            self.append(arg)
-        elif kind == "hard_state":
-            assert isinstance(arg, HardState)
-            self.hard_state = arg
-        else:  # pragma: no cover - only buffered writes are replayed
-            raise AssertionError(kind)
+def _replay(storage: MemoryStorage, op: _Write) -> None:
+    if op[0] == "append":
+        storage.append(op[1])
+    else:
+        storage.set_hard_state(op[1])
 
 
 @final
@@ -150,8 +75,8 @@ class SimDisk:
         """
         self.node = node
         self._rng = rng
-        self._durable = _LogState(tuple(voters))
-        self._pending: list[tuple[str, object]] = []
+        self._durable = MemoryStorage(voters)
+        self._pending: list[_Write] = []
         self._synced = 0  # _pending[:_synced] are durable (moved out at each sync)
         self._generation = 0
         self._latency = fsync_latency
@@ -166,8 +91,7 @@ class SimDisk:
     def open(self) -> SimStorage:
         """Return the storage of a new incarnation, holding what is durable."""
         self._generation += 1
-        state = self._durable.clone()
-        return SimStorage(self, state, self._generation)
+        return SimStorage(self, self._durable.copy(), self._generation)
 
     def crash(self) -> None:
         """Lose power: keep a random prefix of the unsynced writes, drop the rest.
@@ -177,7 +101,7 @@ class SimDisk:
         unsynced = self._pending[self._synced :]
         keep = 0 if self.broken == "no_fsync" else self._rng.randint(0, len(unsynced))
         for op in unsynced[:keep]:
-            self._durable.do(op)
+            _replay(self._durable, op)
         self.lost_writes += len(unsynced) - keep
         self._pending = []
         self._synced = 0
@@ -200,7 +124,7 @@ class SimDisk:
 
     # -- used by SimStorage
 
-    def _write(self, generation: int, op: tuple[str, object]) -> bool:
+    def _write(self, generation: int, op: _Write) -> bool:
         if generation != self._generation:
             return False
         self._pending.append(op)
@@ -213,7 +137,7 @@ class SimDisk:
             if generation != self._generation or self.broken == "no_fsync":
                 return
             for op in self._pending[self._synced : target]:
-                self._durable.do(op)
+                _replay(self._durable, op)
             self._synced = max(self._synced, target)
             if self._synced == len(self._pending):
                 self._pending = []
@@ -229,7 +153,7 @@ class SimDisk:
         if self.broken == "no_fsync":
             return False  # the lie covers snapshots too: nothing ever reaches the platter
         for op in self._pending[self._synced :]:
-            self._durable.do(op)
+            _replay(self._durable, op)
         self._pending = []
         self._synced = 0
         return True
@@ -237,24 +161,24 @@ class SimDisk:
     @property
     def durable_hard_state(self) -> HardState:
         """The hard state a restart would find."""
-        return self._durable.hard_state
+        return self._durable.initial_state()[0]
 
 
 @final
 class SimStorage:
     """One incarnation's view of a :class:`SimDisk`: a ``DriverStorage``."""
 
-    def __init__(self, disk: SimDisk, state: _LogState, generation: int) -> None:
+    def __init__(self, disk: SimDisk, state: MemoryStorage, generation: int) -> None:
         """Internal: use :meth:`SimDisk.open`."""
         self._disk = disk
         self._s = state
         self._gen = generation
 
-    # -- Storage
+    # -- Storage: answered by the incarnation's MemoryStorage, with its errors
 
     def initial_state(self) -> tuple[HardState, tuple[str, ...]]:
         """Return the saved hard state and the voters (the snapshot's, if it has any)."""
-        return self._s.hard_state, self._s.snapshot.voters or self._s.voters
+        return self._s.initial_state()
 
     def first_index(self) -> int:
         """Return the index of the first entry available."""
@@ -266,27 +190,15 @@ class SimStorage:
 
     def term(self, index: int) -> int:
         """Return the term of the entry at ``index``; see ``Storage.term``."""
-        ents = self._s.ents
-        offset = ents[0].index
-        if index < offset:
-            raise LogCompacted(f"raft: index {index} compacted (first {offset + 1})")
-        if index - offset >= len(ents):
-            raise LogUnavailable(f"raft: index {index} unavailable (last {self.last_index()})")
-        return ents[index - offset].term
+        return self._s.term(index)
 
     def entries(self, lo: int, hi: int) -> Sequence[Entry]:
         """Return the entries with ``lo <= index < hi``; see ``Storage.entries``."""
-        ents = self._s.ents
-        offset = ents[0].index
-        if lo <= offset:
-            raise LogCompacted(f"raft: index {lo} compacted (first {offset + 1})")
-        if hi > self.last_index() + 1:
-            raise LogUnavailable(f"raft: index {hi - 1} unavailable (last {self.last_index()})")
-        return tuple(ents[lo - offset : hi - offset])
+        return self._s.entries(lo, hi)
 
     def snapshot(self) -> Snapshot:
         """Return the most recent snapshot."""
-        return self._s.snapshot
+        return self._s.snapshot()
 
     # -- writes
 
@@ -298,7 +210,7 @@ class SimStorage:
 
     def set_hard_state(self, hard_state: HardState) -> None:
         """Save the hard state (buffered until the next sync)."""
-        self._s.hard_state = hard_state
+        self._s.set_hard_state(hard_state)
         self._disk._write(self._gen, ("hard_state", hard_state))
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
@@ -327,4 +239,4 @@ class SimStorage:
 
     def log(self) -> list[Entry]:
         """Return the entries after the snapshot (for the checker)."""
-        return list(self._s.ents[1:])
+        return list(self._s.entries(self._s.first_index(), self._s.last_index() + 1))
