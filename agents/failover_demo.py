@@ -707,6 +707,10 @@ async def run_failover_demo(
     except (GroupUnavailable, TimeoutError, RuntimeError) as exc:
         problems.append(f"the run broke off: {type(exc).__name__}: {exc}")
         watch.emit("note", f"the run broke off: {exc}")
+    except BaseException:  # Ctrl-C, cancellation: nothing to keep
+        if not config.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     finally:
         group.close()
         structlog.configure(**old_logs)
@@ -970,9 +974,12 @@ def main(argv: list[str]) -> int:
             printer = PlainFailoverPrinter(sys.stdout)
     import trio
 
+    interrupted = False
     try:
         result = trio.run(run_failover_demo, config, printer)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # bare, or grouped by a task group
+        interrupted = True
+    if interrupted:
         printer.close()
         print("interrupted; every child process was killed", file=sys.stderr)
         return 130
