@@ -672,28 +672,26 @@ def _describe_reason(reason: Reason) -> str:
 _Check: TypeAlias = Callable[[object, str], object]
 
 
-def _ident(value: object, name: str) -> object:
-    if type(value) is not str or not value:
-        raise MalformedCommand(f"{name}: expected a non-empty str, got {value!r:.60}")
-    return value
+def _expect(what: str, ok: Callable[[Any], bool]) -> _Check:
+    """A check that passes a value *ok* accepts, as it is, and refuses any other."""
+
+    def check(value: object, name: str) -> object:
+        if not ok(value):
+            raise MalformedCommand(f"{name}: expected {what}, got {value!r:.60}")
+        return value
+
+    return check
 
 
-def _text(value: object, name: str) -> object:
-    if type(value) is not str:
-        raise MalformedCommand(f"{name}: expected a str, got {value!r:.60}")
-    return value
+def _int_from(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= _MAX_INT
 
 
-def _natural(value: object, name: str) -> object:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise MalformedCommand(f"{name}: expected an int >= 0, got {value!r:.60}")
-    return value
-
-
-def _positive(value: object, name: str) -> object:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_INT:
-        raise MalformedCommand(f"{name}: expected an int >= 1, got {value!r:.60}")
-    return value
+_ident: Final = _expect("a non-empty str", lambda v: type(v) is str and v != "")
+_text: Final = _expect("a str", lambda v: type(v) is str)
+_natural: Final = _expect("an int >= 0", _int_from(0))
+_positive: Final = _expect("an int >= 1", _int_from(1))
+_flag: Final = _expect("a bool", lambda v: type(v) is bool)
 
 
 def _number(value: object, name: str) -> float:
@@ -711,12 +709,6 @@ def _money(value: object, name: str) -> object:
     if number < 0:
         raise MalformedCommand(f"{name}: expected a number >= 0, got {value!r:.60}")
     return number
-
-
-def _flag(value: object, name: str) -> object:
-    if type(value) is not bool:
-        raise MalformedCommand(f"{name}: expected a bool, got {value!r:.60}")
-    return value
 
 
 def _value(value: object, name: str) -> object:
@@ -880,21 +872,7 @@ def decode_command(data: bytes) -> Command:
 
 
 def _fenced_term(cmd: Command) -> int | None:
-    match cmd:
-        case (
-            Assign()
-            | Progress()
-            | Fail()
-            | Cancel()
-            | Expire()
-            | WorkerDown()
-            | SetFacts()
-            | SetPlan()
-            | NewTerm()
-        ):
-            return cmd.term
-        case _:
-            return None
+    return cmd.term if isinstance(cmd, _FencedCommand) else None
 
 
 @final
