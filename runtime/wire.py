@@ -872,6 +872,9 @@ class _Unpacking:
         self.max_depth = max_depth
         self.base = base
         self.depth = base
+        # Set when an ext value held a native list or dict (see _Packing._native); the
+        # decoder resets it before each frame.
+        self.native = False
         self._pid_cache: dict[bytes, Pid] = {}
         self._ref_cache: dict[bytes, Ref] = {}
         self.ext_hook: Callable[[int, bytes], object] = (
@@ -956,6 +959,12 @@ class _Unpacking:
             self.depth = depth - 1
         if type(items) is not list:
             raise ProtocolError(f"malformed {what}: expected an array")
+        if not self.native:
+            for x in items:
+                t = type(x)
+                if t is list or t is dict:
+                    self.native = True
+                    break
         return items
 
     def _message(self, items: list[Any]) -> object:
@@ -1044,7 +1053,7 @@ class FrameEncoder:
         # SEND's fast path: the bytes of ``[1, to`` for each destination, the last one
         # used at hand; a packer with no Python hook for values msgpack packs natively.
         self._heads: dict[Pid | Name, bytes] = {}
-        self._exts: dict[Pid, bytes] = {}
+        self._exts: dict[Pid | Ref | Name, bytes] = {}  # the packed ext of each
         self._last_to: object = None
         self._last_head = b""
         self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
@@ -1057,8 +1066,17 @@ class FrameEncoder:
             Unregistered: a value inside *op* is of a class that may not travel.
             ValueError: a value is out of range, too deep, or the frame is over the limit.
         """
-        if type(op) is Send:
+        t = type(op)
+        if t is Send:
             return self.encode_send(*op)
+        if t is CallReply:
+            frame = self._reply(op)
+            if frame is not None:
+                return frame
+        elif t in _ID_OPS:
+            frame = self._ids(op, _ID_OPS[t])
+            if frame is not None:
+                return frame
         body = self._packing.pack_fields(_fields(op))
         n = len(body)
         if n > self.max_frame:
@@ -1068,35 +1086,127 @@ class FrameEncoder:
     def encode_send(self, to: Pid | Name, msg: object, sender: Pid | None = None) -> bytes:
         """The frame of ``Send(to, msg, sender)``, the same bytes as :meth:`encode` makes
         of it, without building the operation. Raises as :meth:`encode`."""
+        if sender is not None and type(sender) is not Pid:
+            raise TypeError(f"malformed SEND: {Send(to, msg, sender)!r}")
         if to is self._last_to:
             head = self._last_head
         else:
             try:
-                head = self._heads.get(to)  # type: ignore[arg-type]
+                cached = self._heads.get(to)
             except TypeError:  # a Name holding something unhashable: refused below
-                head = None
-            if head is None:
-                head = self._send_head(to, msg, sender)
+                cached = None
+            head = cached if cached is not None else self._send_head(to, msg, sender)
             self._last_to = to
             self._last_head = head
-        if sender is None:
-            tail = b"\xc0"
-        elif type(sender) is Pid:
-            tail = self._exts.get(sender) or self._pid_ext(sender)
-        else:
-            raise TypeError(f"malformed SEND: {Send(to, msg, sender)!r}")
-        t = type(msg)
-        if t in _SCALARS:
+        tail = b"\xc0" if sender is None else (self._exts.get(sender) or self._id_ext(sender))
+        if type(msg) in _SCALARS:
             try:
                 body = self._plain(msg)
             except OverflowError:
                 raise ValueError(f"integer {msg} does not fit in 64 bits") from None
         else:
-            body = self._packing.pack_field(msg)
+            body = self._shallow(msg) or self._packing.pack_field(msg)
         n = len(head) + len(body) + len(tail)
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), head, body, tail))
+
+    def _shallow(self, x: object) -> bytes | None:
+        """The encoding of a field value that is a scalar, a pid, a ref, or a registered
+        attrs instance whose fields are all those (as a ``Call``), made without the
+        packer's Python hooks; None for anything else (the general path packs it)."""
+        t = type(x)
+        if t in _SCALARS:
+            try:
+                return self._plain(x)  # type: ignore[no-any-return]
+            except OverflowError:
+                raise ValueError(f"integer {x} does not fit in 64 bits") from None
+        if t is Pid or t is Ref:
+            return self._exts.get(x) or self._id_ext(x)  # type: ignore[call-overload,arg-type]
+        entry = self._packing.registry._by_type.get(t)
+        if entry is None or entry.values is None:
+            return None
+        values = entry.values(x)
+        if len(values) > 14:
+            return None
+        parts = [_NAMES.get(entry.name) or _packed_name(entry.name)]
+        append = parts.append
+        plain = self._plain
+        exts = self._exts
+        for v in values:
+            t = type(v)
+            if t in _SCALARS:
+                try:
+                    append(plain(v))
+                except OverflowError:
+                    raise ValueError(f"integer {v} does not fit in 64 bits") from None
+            elif t is Pid or t is Ref:
+                append(exts.get(v) or self._id_ext(v))
+            else:
+                return None
+        parts[0] = _FIXARRAY[len(values) + 1] + parts[0]
+        payload = b"".join(parts)
+        return _ext_head(EXT_MESSAGE, len(payload)) + payload
+
+    def _ids(self, op: Any, code: int) -> bytes | None:
+        """The frame of an operation made only of pids, refs and names (LINK, UNLINK,
+        MONITOR, DEMONITOR) if its fields have the right types; else None."""
+        types = _ID_FIELDS[code]
+        if len(op) != len(types):
+            return None
+        parts = [_FIXARRAY[len(types) + 1] + _FIXINT[code]]
+        append = parts.append
+        exts = self._exts
+        for v, allowed in zip(op, types, strict=True):
+            if type(v) not in allowed:
+                return None
+        for v in op:
+            if type(v) is Name:
+                try:
+                    ext = exts.get(v)
+                except TypeError:  # unhashable inside: the general path refuses it
+                    return None
+                append(ext or self._name_ext(v))
+            else:
+                append(exts.get(v) or self._id_ext(v))
+        body = b"".join(parts)
+        return _LENGTH.pack(len(body)) + body
+
+    def _reply(self, op: Any) -> bytes | None:
+        """The frame of a CALL_REPLY, when its value is shallow (see :meth:`_shallow`)."""
+        if len(op) != 3:
+            return None
+        ref, value, to = op
+        if type(ref) is not Ref or type(to) is not Pid:
+            return None
+        body = self._shallow(value)
+        if body is None:
+            return None
+        exts = self._exts
+        n = len(body)
+        head = exts.get(ref) or self._id_ext(ref)
+        tail = exts.get(to) or self._id_ext(to)
+        n += 2 + len(head) + len(tail)
+        if n > self.max_frame:
+            raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+        return b"".join((_LENGTH.pack(n), b"\x94\x09", head, body, tail))
+
+    def _id_ext(self, x: Pid | Ref) -> bytes:
+        code = EXT_PID if type(x) is Pid else EXT_REF
+        ext: bytes = msgpack.packb(_new_tuple(_ExtType, (code, _ident(x))))
+        exts = self._exts
+        if len(exts) >= _CACHE_MAX:
+            exts.clear()
+        exts[x] = ext
+        return ext
+
+    def _name_ext(self, x: Name) -> bytes:
+        ext: bytes = msgpack.packb(self._packing._name(x))
+        exts = self._exts
+        if len(exts) >= _CACHE_MAX:
+            exts.clear()
+        exts[x] = ext
+        return ext
 
     def _send_head(self, to: object, msg: object, sender: object) -> bytes:
         """The bytes ``[1, to`` of a SEND frame's body, made once per destination."""
@@ -1113,14 +1223,7 @@ class FrameEncoder:
         return head
 
     def _pid_ext(self, pid: Pid) -> bytes:
-        exts = self._exts
-        ext = exts.get(pid)
-        if ext is None:
-            ext = msgpack.packb(_new_tuple(_ExtType, (EXT_PID, _ident(pid))))
-            if len(exts) >= _CACHE_MAX:
-                exts.clear()
-            exts[pid] = ext
-        return ext
+        return self._exts.get(pid) or self._id_ext(pid)
 
     def encode_many(self, ops: Iterable[Op]) -> bytes:
         """The frames of all *ops*, concatenated in order: one buffer for one write.
@@ -1134,8 +1237,8 @@ class FrameEncoder:
         length = _LENGTH.pack
         limit = self.max_frame
         for op in ops:
-            if type(op) is Send:
-                append(self.encode_send(*op))
+            if type(op) in _FAST_OPS:
+                append(self.encode(op))
                 continue
             body = pack(_fields(op))
             n = len(body)
@@ -1144,6 +1247,42 @@ class FrameEncoder:
             append(length(n))
             append(body)
         return b"".join(parts)
+
+
+# The fast paths of FrameEncoder.encode: operations of pids, refs and names only, with
+# the types each field may have (as _CHECKS has them), and every operation with one.
+_ID_OPS: Final[dict[type, int]] = {Link: 2, Unlink: 3, Monitor: 6, Demonitor: 7}
+_ID_FIELDS: Final[dict[int, tuple[frozenset[type], ...]]] = {
+    2: (frozenset({Pid}), frozenset({Pid})),
+    3: (frozenset({Pid}), frozenset({Pid})),
+    6: (frozenset({Ref}), frozenset({Pid}), _DESTS),
+    7: (frozenset({Ref}), _DESTS),
+}
+_FAST_OPS: Final = frozenset({Send, CallReply, *_ID_OPS})
+_FIXARRAY: Final = [bytes([0x90 | n]) for n in range(16)]
+_FIXINT: Final = [bytes([n]) for n in range(128)]
+_NAMES: dict[str, bytes] = {}  # the packed str of each registered name, made on use
+
+
+def _packed_name(name: str) -> bytes:
+    packed: bytes = msgpack.packb(name)
+    _NAMES[name] = packed
+    return packed
+
+
+def _ext_head(code: int, n: int) -> bytes:
+    """The head msgpack writes before an ext payload of *n* bytes (fixext when it can)."""
+    fixed = _FIXEXT.get(n)
+    if fixed is not None:
+        return bytes((fixed, code))
+    if n <= 0xFF:
+        return bytes((0xC7, n, code))
+    if n <= 0xFFFF:
+        return b"\xc8" + n.to_bytes(2, "big") + bytes((code,))
+    return b"\xc9" + n.to_bytes(4, "big") + bytes((code,))
+
+
+_FIXEXT: Final = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
 
 
 def _fields(op: Any) -> list[Any]:
@@ -1197,6 +1336,10 @@ class FrameDecoder:
             registry or DEFAULT_REGISTRY, max_depth, base=1, allow_ext=not handshake
         )
         self._ops = _HANDSHAKE_OPS if handshake else _SESSION_OPS
+        # The body prefix ``[1, to`` of the last SEND to a pid, and that pid (None while
+        # there was none: always during the handshake).
+        self._send_head = b""
+        self._send_to: Pid | None = None
 
     @property
     def buffered(self) -> int:
@@ -1258,6 +1401,10 @@ class FrameDecoder:
         ops = self._ops
         append = out.append
         heads: bytes | bytearray = b""  # buf translated by _HEADS, made when first needed
+        # SEND's fast path: a frame that starts like the last SEND to a pid with no
+        # sender, ``[1, to`` ... ``None]``, needs only its message decoded.
+        send_head = self._send_head
+        send_to = self._send_to
         while n - off >= 4 and room != 0:
             (size,) = unpack_from(buf, off)
             if size > max_frame or size == 0:
@@ -1267,21 +1414,56 @@ class FrameDecoder:
             end = off + 4 + size
             if end > n:
                 break
-            body = view[off + 4 : end]
+            if buf[end - 1] == 0xC0 and send_to is not None and buf.startswith(send_head, off + 4):
+                unpacking.native = False
+                try:
+                    msg = unpackb(view[off + 4 + len(send_head) : end - 1], ext_hook=ext_hook)
+                except ProtocolError:
+                    raise
+                except Exception:  # not [1, to, msg, None] after all: the general path says why
+                    pass
+                else:
+                    if size > depth_limit:
+                        t = type(msg)
+                        if t is list or t is dict or unpacking.native:
+                            # A value D deep needs D container heads: count them, walk
+                            # only if needed (the message sits at level 2).
+                            if not heads:
+                                heads = buf.translate(_HEADS)
+                            if size - heads.count(b"\x00", off + 4, end) > depth_limit:
+                                problem = _walk(
+                                    msg, depth_limit - 1, unpacking.registry._by_type, keys=False
+                                )
+                                if problem is not None:
+                                    raise ProtocolError(problem)
+                    append(_new_tuple(Send, (send_to, msg, None)))
+                    off = end
+                    room -= 1
+                    continue
+            unpacking.native = False
             try:
-                value = unpackb(body, ext_hook=ext_hook)
+                value = unpackb(view[off + 4 : end], ext_hook=ext_hook)
             except ProtocolError:
                 raise
             except Exception as exc:  # anything the peer sent that msgpack refuses
                 raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from exc
-            if size > depth_limit:
-                # A value D deep needs D container heads: count them, walk only if needed.
-                if not heads:
-                    heads = buf.translate(_HEADS)
-                if size - heads.count(b"\x00", off + 4, end) > depth_limit:
-                    problem = _walk(value, depth_limit, unpacking.registry._by_type, keys=False)
-                    if problem is not None:
-                        raise ProtocolError(problem)
+            if size > depth_limit and type(value) is list:
+                native = unpacking.native
+                if not native:
+                    for x in value:
+                        t = type(x)
+                        if t is list or t is dict:
+                            native = True
+                            break
+                if native:
+                    # A value D deep needs D container heads: count them, walk only if
+                    # needed. Ext values were counted exactly by the ext hook.
+                    if not heads:
+                        heads = buf.translate(_HEADS)
+                    if size - heads.count(b"\x00", off + 4, end) > depth_limit:
+                        problem = _walk(value, depth_limit, unpacking.registry._by_type, keys=False)
+                        if problem is not None:
+                            raise ProtocolError(problem)
             if type(value) is not list or not value:
                 raise ProtocolError("frame body is not an operation array")
             spec = ops.get(value[0]) if type(value[0]) is int else None
@@ -1293,6 +1475,13 @@ class FrameDecoder:
             if cls is Hello:
                 append(Hello(tuple(value[1]), value[2], value[3], value[4]))
             else:
+                if cls is Send and value[3] is None and type(value[1]) is Pid:
+                    to = value[1]
+                    if to is not send_to:
+                        send_to = self._send_to = to
+                        send_head = self._send_head = b"\x94\x01" + msgpack.packb(
+                            _new_tuple(_ExtType, (EXT_PID, _ident(to)))
+                        )
                 append(_new_tuple(cls, value[1:]))
             off = end
             room -= 1
