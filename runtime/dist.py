@@ -59,9 +59,10 @@ Backpressure
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
 
 import anyio
@@ -70,7 +71,7 @@ import structlog
 from anyio.streams.tls import TLSStream
 
 from . import wire
-from .backend import Parkable
+from .backend import Backend, Parkable
 from .errors import AuthenticationFailed, PeerBusy, ProtocolError
 from .handshake import (
     HANDSHAKE_TIMEOUT,
@@ -111,6 +112,7 @@ _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dia
 _ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
 _REDIAL_PAUSE: Final = 0.05  # seconds wait_connected waits after a failed attempt
+_FOREVER: Final = float("inf")
 
 
 @final
@@ -125,14 +127,17 @@ class _Room(Parkable):
 
 @final
 class _Conn(Parkable):
-    """One live connection: its cancel scope, and where its idle writer parks."""
+    """One live connection: its cancel scope, where its idle writer parks, and when it
+    last sent and received (read by its watchdog)."""
 
-    __slots__ = ("_waiter", "dialled", "scope")
+    __slots__ = ("_waiter", "dialled", "received_at", "scope", "sent_at")
 
     def __init__(self, dialled: bool) -> None:
         self._waiter: Any = None
         self.scope = anyio.CancelScope()
         self.dialled = dialled  # True if this node opened it
+        self.sent_at = 0.0
+        self.received_at = 0.0
 
 
 @final
@@ -378,20 +383,20 @@ class Distribution:
             Unregistered: *msg* holds a value of a class that may not travel.
             ValueError: *msg* is too deep, too big or out of range for the wire.
         """
-        is_pid = type(to) is Pid
-        peer = self._peers.get(to.node if is_pid else str(to.node))  # type: ignore[union-attr]
+        node = to.node if type(to) is Pid else str(to.node)
+        peer = self._peers.get(node)
         if peer is None or peer.conn is None or self._closed:
             # Not connected: dial if the address is known, and buffer meanwhile.
-            peer = self._reachable(to.node if is_pid else str(to.node))  # type: ignore[union-attr]
+            peer = self._reachable(node)
             if peer is None:
                 self.node.dead_letters += 1
                 return
-        if is_pid and peer.creation is not None and to.creation != peer.creation:  # type: ignore[union-attr]
+        if type(to) is Pid and peer.creation is not None and to.creation != peer.creation:
             self.node.dead_letters += 1  # a pid of the node's previous life
             return
         buf = peer.buf
         if len(buf) > self.max_buffer:
-            raise PeerBusy(to if is_pid else Pid(peer.name, 0, 0), self.max_buffer)  # type: ignore[arg-type]
+            raise PeerBusy(to if type(to) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
         buf += peer.encoder.encode_send(to, msg)
         conn = peer.conn
         if conn is not None:
@@ -790,13 +795,25 @@ class Distribution:
         """Run an authenticated connection until it ends, then declare the peer down."""
         ended: list[BaseException] = []
         decoder = wire.FrameDecoder(self._registry, max_frame=self.max_frame)
+        backend = self.node._backend
+        assert backend is not None
+        conn.sent_at = conn.received_at = backend.current_time()
         try:
             with conn.scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._until_error, tg, ended, self._writer, peer, conn, stream)
                     tg.start_soon(
-                        self._until_error, tg, ended, self._reader, peer, stream, decoder, first
+                        self._until_error,
+                        tg,
+                        ended,
+                        self._reader,
+                        peer,
+                        conn,
+                        stream,
+                        decoder,
+                        first,
                     )
+                    tg.start_soon(self._until_error, tg, ended, self._watchdog, peer, conn)
         finally:
             # Declared down before the socket closes: once the peer can see the close,
             # this node no longer counts it as connected.
@@ -829,53 +846,102 @@ class Distribution:
         self.node.node_down(peer.name)
 
     async def _writer(self, peer: _Peer, conn: _Conn, stream: anyio.abc.ByteStream) -> None:
+        """Flush the peer's buffer, one write per batch; park while it is empty."""
         backend = self.node._backend
         assert backend is not None
+        park = backend.park
+        clock = backend.current_time
+        send = _stream_io(stream, backend)[0]
+        while True:
+            data = peer.buf
+            if not data:
+                await park(conn)
+                continue
+            peer.buf = bytearray()
+            if peer.rooms:
+                self._wake_rooms(peer)
+            # The buffer was swapped out, so nothing appends to *data* while it is sent.
+            await send(data)
+            conn.sent_at = clock()
+
+    async def _watchdog(self, peer: _Peer, conn: _Conn) -> None:
+        """Heartbeats: send one after ``heartbeat_interval`` without sending anything;
+        declare the peer down after ``heartbeat_timeout`` without receiving anything.
+
+        One sleeping task per connection, so the reader and writer need no timeout
+        (a cancel scope) around each receive and each wait for data.
+        """
+        backend = self.node._backend
+        assert backend is not None
+        clock = backend.current_time
+        interval = self.heartbeat_interval
+        timeout = self.heartbeat_timeout
         heartbeat = peer.encoder.encode(wire.Heartbeat())
         while True:
-            if not peer.buf:
-                with anyio.move_on_after(self.heartbeat_interval):
-                    await backend.park(conn)
+            now = clock()
+            if now - conn.received_at >= timeout:
+                raise _PeerSilent(f"no heartbeat for {timeout} s")
+            idle_until = conn.sent_at + interval
+            if now >= idle_until:
                 if not peer.buf:
                     peer.buf += heartbeat
-            data, peer.buf = peer.buf, bytearray()
-            self._wake_rooms(peer)
-            await stream.send(bytes(data))
+                    w = conn._waiter
+                    if w is not None:
+                        conn._waiter = None
+                        backend.unpark(w)
+                conn.sent_at = now  # the writer is about to send it, or is sending
+                idle_until = now + interval
+            await anyio.sleep(min(idle_until, conn.received_at + timeout) - now)
 
     async def _reader(
-        self, peer: _Peer, stream: anyio.abc.ByteStream, decoder: wire.FrameDecoder, first: bytes
+        self,
+        peer: _Peer,
+        conn: _Conn,
+        stream: anyio.abc.ByteStream,
+        decoder: wire.FrameDecoder,
+        first: bytes,
     ) -> None:
         node = self.node
         me = node.name
+        deliver = node.deliver
+        backend = node._backend
+        assert backend is not None
+        clock = backend.current_time
+        receive = _stream_io(stream, backend)[1]
+        feed = decoder.feed
+        send_op = wire.Send
+        checked: Pid | None = None  # the last pid found to be on this node
         data = first
-        timeout = self.heartbeat_timeout
         while True:
             if data:
-                for op in decoder.feed(data):
-                    if type(op) is wire.Send:
-                        to = op.to
-                        if isinstance(to, Pid):
-                            if to.node != me:
-                                raise ProtocolError(f"SEND to {to}, which is not on {me}")
-                            await node.deliver(to, op.msg)
-                        else:
-                            if to.node not in (None, me):
-                                raise ProtocolError(f"SEND to {to}, which is not on {me}")
-                            await node.deliver(to.name, op.msg)
+                # Time spent here (a full mailbox stops the reader) is not silence.
+                conn.received_at = _FOREVER
+                for op in feed(data):
+                    if type(op) is send_op:
+                        to = op[0]
+                        if to is not checked:
+                            if type(to) is Pid:
+                                if to.node != me:
+                                    raise ProtocolError(f"SEND to {to}, which is not on {me}")
+                                checked = to
+                            else:
+                                if to.node not in (None, me):
+                                    raise ProtocolError(f"SEND to {to}, which is not on {me}")
+                                await deliver(to.name, op[1])  # type: ignore[union-attr]
+                                continue
+                        await deliver(to, op[1])
                     else:
                         self._dispatch(peer, op)
-            with anyio.move_on_after(timeout):
-                try:
-                    data = await stream.receive(_READ_SIZE)
-                except anyio.EndOfStream:
-                    if decoder.buffered:
-                        raise ProtocolError(
-                            f"connection closed in the middle of a frame "
-                            f"({decoder.buffered} bytes buffered)"
-                        ) from None
-                    raise _Goodbye("peer closed the connection") from None
-                continue
-            raise _PeerSilent(f"no heartbeat for {timeout} s")
+                conn.received_at = clock()
+            try:
+                data = await receive(_READ_SIZE)
+            except anyio.EndOfStream:
+                if decoder.buffered:
+                    raise ProtocolError(
+                        f"connection closed in the middle of a frame "
+                        f"({decoder.buffered} bytes buffered)"
+                    ) from None
+                raise _Goodbye("peer closed the connection") from None
 
     def _dispatch(self, peer: _Peer, op: Any) -> None:
         """Handle one non-SEND operation, refusing any that speaks for a third node."""
@@ -918,6 +984,76 @@ class Distribution:
             raise _Goodbye(op.reason or "peer said goodbye")
         else:  # pragma: no cover - the decoder admits only the ops above
             raise ProtocolError(f"unexpected operation {t.__name__}")
+
+
+def _stream_io(
+    stream: anyio.abc.ByteStream, backend: Backend
+) -> tuple[Callable[[Any], Awaitable[None]], Callable[[int], Awaitable[bytes]]]:
+    """The ``send`` and ``receive`` of an authenticated connection.
+
+    On trio, a plain TCP stream is driven through its non-blocking socket: a send or
+    receive that succeeds at once returns without the scheduler round trip that
+    trio's socket wrapper adds after each one, and waits only when the socket is not
+    ready. A receive that did not wait still yields, so a flood from one peer cannot
+    starve the node. Errors are anyio's: ``BrokenResourceError``, ``EndOfStream``.
+    Any other stream (TLS, asyncio) is used through its own methods.
+    """
+    sock: Any = None
+    if backend.name == "trio" and isinstance(stream, anyio.abc.SocketStream):
+        with contextlib.suppress(anyio.TypedAttributeLookupError):
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    if sock is None:
+        return stream.send, stream.receive
+    import trio
+
+    wait_readable = trio.lowlevel.wait_readable
+    wait_writable = trio.lowlevel.wait_writable
+    checkpoint = backend.checkpoint
+    sock_send = sock.send
+    sock_recv = sock.recv
+
+    async def send(data: Any) -> None:
+        try:
+            sent = sock_send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+        n = len(data)
+        if sent < n:
+            with memoryview(data) as view:
+                while sent < n:
+                    await wait_writable(sock)
+                    try:
+                        sent += sock_send(view[sent:])
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:
+                        raise anyio.BrokenResourceError from exc
+
+    async def receive(max_bytes: int) -> bytes:
+        data: bytes
+        try:
+            data = sock_recv(max_bytes)
+        except BlockingIOError:
+            while True:
+                await wait_readable(sock)
+                try:
+                    data = sock_recv(max_bytes)
+                    break
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise anyio.BrokenResourceError from exc
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+        else:
+            await checkpoint()
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    return send, receive
 
 
 async def _receive_handshake(stream: anyio.abc.ByteStream) -> bytes:
