@@ -55,12 +55,11 @@ Faults (all deterministic; call them from the test at any time)
       does). Messages to pids of the old creation are dropped as dead letters.
     * :meth:`LocalNetwork.disconnect` breaks one connection at once (a reset): both
       nodes get ``node_down`` immediately.
-    * A node that stops (leaves ``async with``, which calls ``remote.close()``) says
-      goodbye on each connection: its peers get ``node_down`` after the packets already
-      in flight from it; connecting to it afterwards is refused at once. Its processes
-      end after that (``Node.stop`` closes the distribution before they run again), so
-      peers see their links and monitors fire with ``NoConnection``, not
-      ``Shutdown("node_stopped")``, exactly as with ``runtime.dist``.
+    * A node that stops (leaves ``async with``) first ends its processes, whose exit
+      signals and ``Down`` messages still travel (peers see ``Shutdown("node_stopped")``),
+      then calls ``remote.close()``, which says goodbye on each connection: its peers get
+      ``node_down`` after the packets already in flight from it; connecting to it
+      afterwards is refused at once, exactly as with ``runtime.dist``.
 
 Unreachable nodes
     An operation for a name never attached is a dead letter (messages) or fires
