@@ -429,8 +429,6 @@ class Node:
         """Everything that happens when a process ends: links, monitors, names, report."""
         proc.alive = False
         self._procs.pop(proc.pid.serial, None)
-        if self._closing and not self._procs:
-            self._finish_stop()
         if proc.name is not None and self._names.get(proc.name) == proc.pid:
             del self._names[proc.name]
         left = proc.mailbox.close()
@@ -462,6 +460,8 @@ class Node:
             )
         elif not reason.is_orderly:
             self._log.info("process_exited", pid=str(proc.pid), name=proc.name, reason=str(reason))
+        if self._closing and not self._procs:
+            self._finish_stop()  # after this process's signals went out
 
     def _lookup(self, pid: Pid) -> Process | None:
         proc = self._procs.get(pid.serial)
