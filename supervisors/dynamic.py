@@ -46,17 +46,27 @@ from typing import Any, final
 
 import anyio
 import attrs
-import structlog
 
 import runtime
 from runtime.errors import ReceiveTimeout
-from runtime.genserver import GenServer, Stop
 from runtime.messages import Down, Exit
 from runtime.node import Node, current_node
 from runtime.pid import Pid, Ref
 from runtime.reasons import KILL, SHUTDOWN, ExitReason
 
-from .errors import MaxChildren, NotFound, NotSupported, StartFailed, SupervisorError
+from .common import (
+    _ChildBase,
+    _parent_if,
+    _RestartDue,
+    _shutdown_child,
+    _StartChild,
+    _StartError,
+    _SupervisorBase,
+    _TerminateChild,
+    _TryAgain,
+    _unlink_flush,
+)
+from .errors import MaxChildren, NotFound, NotSupported, StartFailed
 from .spec import (
     BRUTAL_KILL,
     INFINITY,
@@ -67,25 +77,7 @@ from .spec import (
     ShutdownTimeout,
     SupFlags,
 )
-from .strategy import ChildExited, ChildState, History, decide
-from .supervisor import (
-    ChildInfo,
-    Counts,
-    _CountChildren,
-    _Failure,
-    _invoke_start,
-    _make_rng,
-    _RestartDue,
-    _shutdown_child,
-    _shutdown_ok,
-    _StartChild,
-    _StartError,
-    _StopSupervisor,
-    _TerminateChild,
-    _TryAgain,
-    _unlink_flush,
-    _WhichChildren,
-)
+from .strategy import ChildExited, ChildState, decide
 
 __all__ = [
     "DynamicFlags",
@@ -93,8 +85,6 @@ __all__ = [
     "dynamic_supervisor_spec",
     "start_dynamic_supervisor",
 ]
-
-log = structlog.get_logger("regency")
 
 
 @attrs.frozen
@@ -124,57 +114,25 @@ class DynamicFlags:
 
 
 @final
-class _DChild:
-    __slots__ = ("key", "last_pid", "pending", "pid", "spec")
+class _DChild(_ChildBase):
+    __slots__ = ("key", "last_pid")
 
     def __init__(self, key: int, spec: ChildSpec, pid: Pid) -> None:
+        super().__init__(spec, pid)
         self.key = key
-        self.spec = spec
-        self.pid: Pid | None = pid
         self.last_pid = pid
-        self.pending: int | None = None
-
-    def info(self) -> ChildInfo:
-        s = self.spec
-        return ChildInfo(s.id, self.pid, s.type, s.restart, self.pending is not None)
 
 
 @final
-class _DynamicServer(GenServer):
+class _DynamicServer(_SupervisorBase[int, _DChild]):
     """The dynamic supervisor process (a GenServer that traps exits)."""
 
     def __init__(self, flags: DynamicFlags, parent: Pid | None, rng: random.Random | None) -> None:
+        super().__init__(SupFlags(intensity=flags.intensity, period=flags.period), parent, rng)
         self._max = flags.max_children
-        self._flags = SupFlags(intensity=flags.intensity, period=flags.period)
-        self._parent = parent
-        self._rng = rng
-        self._children: dict[int, _DChild] = {}  # by key, in start order
-        self._by_pid: dict[Pid, int] = {}  # current pid, or the last one while restarting
-        self._history = History()
         self._serial = 0
-        self._token = 0
-        self._stopped = False
-        self._log: Any = log
-
-    async def init(self) -> None:
-        runtime.trap_exit(True)
-        node = runtime.node()
-        me = runtime.self_pid()
-        name = node.process(me).name
-        context = {"node": node.name, "supervisor": str(me)}
-        if name is not None:
-            context["supervisor_name"] = name
-        self._log = structlog.get_logger("regency", **context)
-        if self._rng is None:
-            self._rng = _make_rng(node, me)
 
     # -- calls -------------------------------------------------------------------------
-
-    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
-        try:
-            return await self._handle(request)
-        except SupervisorError as e:
-            return _Failure(e)
 
     async def _handle(self, request: Any) -> Any:
         match request:
@@ -188,18 +146,6 @@ class _DynamicServer(GenServer):
                     raise NotFound(key)
                 await self._stop_one(child)
                 return None
-            case _WhichChildren():
-                return [c.info() for c in self._children.values()]
-            case _CountChildren():
-                kids = list(self._children.values())
-                sups = sum(1 for c in kids if c.spec.type is ChildType.SUPERVISOR)
-                active = sum(1 for c in kids if c.pid is not None)
-                return Counts(len(kids), active, sups, len(kids) - sups)
-            case _StopSupervisor(reason):
-                await self._terminate_children()
-                self._stopped = True
-                self._log.info("supervisor_stopped", reason=str(reason))
-                raise Stop(reason, reply=None)
         raise NotSupported(f"a DynamicSupervisor does not handle {type(request).__name__}")
 
     def _by_pid_child(self, pid: Pid) -> _DChild | None:
@@ -212,10 +158,9 @@ class _DynamicServer(GenServer):
         if self._max is not None and len(self._children) >= self._max:
             raise MaxChildren(self._max)
         try:
-            pid = await _invoke_start(spec)
+            pid = await self._start_logged(spec)
         except _StartError as e:
-            self._log.error("start_error", child_id=spec.id, offender=spec.id, reason=str(e.reason))
-            return _Failure(StartFailed(spec.id, e.reason))
+            raise StartFailed(spec.id, e.reason) from None
         if pid is None:
             self._log.info("child_ignored", child_id=spec.id)
             return None
@@ -239,13 +184,7 @@ class _DynamicServer(GenServer):
         if pid is None:
             return
         reason = await _shutdown_child(pid, child.spec.shutdown)
-        self._check_shutdown(child.spec, reason)
-
-    def _check_shutdown(self, spec: ChildSpec, reason: ExitReason) -> None:
-        if not _shutdown_ok(spec, reason):
-            self._log.error(
-                "shutdown_error", child_id=spec.id, offender=spec.id, reason=str(reason)
-            )
+        self._report_shutdown(child.spec, reason)
 
     async def _terminate_children(self) -> None:
         """Stop every child concurrently; each is killed when its own timeout expires."""
@@ -286,35 +225,14 @@ class _DynamicServer(GenServer):
                 continue
             pid, spec = waiting.pop(down.ref)
             deadlines.pop(down.ref, None)
-            self._check_shutdown(spec, await _unlink_flush(pid, down.reason))
-
-    async def terminate(self, reason: ExitReason) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self._terminate_children()
-        self._log.info("supervisor_stopped", reason=str(reason))
-
-    async def _shut_down(self, reason: ExitReason) -> None:
-        await self._terminate_children()
-        self._stopped = True
-        self._log.info("supervisor_stopped", reason=str(reason))
-        raise Stop(reason)
+            self._report_shutdown(spec, await _unlink_flush(pid, down.reason))
 
     # -- exits and restarts ------------------------------------------------------------
 
-    async def handle_info(self, msg: Any) -> None:
-        t = type(msg)
-        if t is Exit:
-            await self._on_exit(msg)
-        elif t is _RestartDue:
-            await self._start_pending(msg.token, msg.keys)
-        elif t is _TryAgain:
-            child = self._children.get(msg.key)
-            if child is not None and child.pending == msg.token:
-                await self._decide(child, msg.reason, retry=True)
-        elif t is not Down:
-            await super().handle_info(msg)
+    async def _try_again(self, msg: _TryAgain) -> None:
+        child = self._children.get(msg.key)
+        if child is not None and child.pending == msg.token:
+            await self._decide(child, msg.reason, retry=True)
 
     async def _on_exit(self, msg: Exit) -> None:
         child = self._by_pid_child(msg.pid)
@@ -330,14 +248,13 @@ class _DynamicServer(GenServer):
         spec = child.spec
         restart = Restart.PERMANENT if retry else spec.restart
         state = ChildState(str(child.key), restart, False, True, spec.backoff)
-        assert self._rng is not None
         plan = decide(
             self._flags,
             [state],
             ChildExited(state.id, reason),
             self._history,
             anyio.current_time(),
-            self._rng,
+            self._rng_(),
         )
         self._history = plan.history
         if plan.label in ("child_terminated", "reached_max_restart_intensity"):
@@ -374,11 +291,8 @@ class _DynamicServer(GenServer):
                 continue
             spec = child.spec
             try:
-                pid = await _invoke_start(spec)
+                pid = await self._start_logged(spec)
             except _StartError as e:
-                self._log.error(
-                    "start_error", child_id=spec.id, offender=spec.id, reason=str(e.reason)
-                )
                 runtime.send(runtime.self_pid(), _TryAgain(key, token, e.reason))
                 continue
             child.pending = None
@@ -416,13 +330,7 @@ async def start_dynamic_supervisor(
         AlreadyRegistered: *name* is taken.
     """
     node = node if node is not None else current_node()
-    parent: Pid | None = None
-    if link:
-        try:
-            parent = runtime.self_pid()
-        except runtime.NotInProcess:
-            parent = None
-    srv = _DynamicServer(flags, parent, rng)
+    srv = _DynamicServer(flags, _parent_if(link), rng)
     return await node.start_server(srv, name=name, link=link, timeout=None)
 
 

@@ -20,6 +20,12 @@ meanwhile the supervisor keeps answering calls, and the child counts as running 
 later decisions but has no pid. A restart whose start fails is retried by a message to
 itself, and each retry counts against the restart intensity, as OTP's ``try_again``.
 
+Operations on another node. The operations of this module work on a supervisor of another
+node, named by its pid or ``Name(name, node)``, with the same results and errors, except
+two that would move a :class:`~supervisors.spec.ChildSpec`, which holds a function:
+``start_child`` raises ``TypeError`` in the caller (nothing is sent), and
+``get_childspec`` raises ``runtime.ReplyNotSendable``.
+
 Ordering guarantees: children start in list order (``start_child`` appends to the end)
 and stop in reverse; every operation is handled one at a time, in arrival order.
 
@@ -72,28 +78,37 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeAlias, final
 
 import anyio
-import attrs
-import structlog
 
 import runtime
-from runtime.errors import ReceiveTimeout, ServerExited
+from runtime.errors import ServerExited
 from runtime.errors import StartFailed as _RuntimeStartFailed
 from runtime.genserver import GenServer, Stop
-from runtime.messages import Down, Exit
+from runtime.messages import Exit
 from runtime.node import Node, current_node
-from runtime.pid import Name, Pid, Ref
-from runtime.reasons import (
-    KILL,
-    NORMAL,
-    SHUTDOWN,
-    Crashed,
-    ExitReason,
-    Killed,
-    NoProc,
-    Normal,
-    Shutdown,
-)
+from runtime.pid import Name, Pid
+from runtime.reasons import NORMAL, ExitReason, Shutdown
 
+from .common import (
+    _NODE_STOPPED,
+    _call,
+    _ChildBase,
+    _CountChildren,
+    _DeleteChild,
+    _GetChildSpec,
+    _parent_if,
+    _RestartChild,
+    _RestartDue,
+    _shutdown_child,
+    _StartChild,
+    _StartError,
+    _StopSupervisor,
+    _SupervisorBase,
+    _TerminateChild,
+    _TryAgain,
+    _WhichChildren,
+)
+from .common import ChildInfo as ChildInfo
+from .common import Counts as Counts
 from .errors import (
     AlreadyPresent,
     AlreadyStarted,
@@ -102,10 +117,8 @@ from .errors import (
     Restarting,
     Running,
     StartFailed,
-    SupervisorError,
 )
 from .spec import (
-    BRUTAL_KILL,
     INFINITY,
     Backoff,
     ChildSpec,
@@ -115,7 +128,7 @@ from .spec import (
     SupFlags,
     check_child_specs,
 )
-from .strategy import ChildExited, ChildState, History, Plan, decide
+from .strategy import ChildExited, ChildState, Plan, decide
 
 __all__ = [
     "ChildInfo",
@@ -136,230 +149,25 @@ __all__ = [
     "worker_spec",
 ]
 
-log = structlog.get_logger("regency")
-
 SupRef: TypeAlias = Pid | str | Name
 """A supervisor: its pid, its locally registered name, or ``Name(name, node)``."""
-
-
-# -- public records --------------------------------------------------------------------
-
-
-@attrs.frozen
-class ChildInfo:
-    """One child, as :func:`which_children` reports it.
-
-    Attributes:
-        id: the child's id (under a ``DynamicSupervisor``, its spec's id, not unique).
-        pid: its process, or ``None`` when it is not running or is being restarted.
-        type: worker or supervisor.
-        restart: its restart type.
-        restarting: ``True`` while a restart of it is pending (OTP's ``restarting``).
-    """
-
-    id: str
-    pid: Pid | None
-    type: ChildType
-    restart: Restart
-    restarting: bool = False
-
-
-@attrs.frozen
-class Counts:
-    """Child counts, as :func:`count_children` reports them (OTP's proplist).
-
-    Attributes:
-        specs: child specs kept, running or not.
-        active: children with a live process (not those being restarted).
-        supervisors: specs of type supervisor, running or not.
-        workers: specs of type worker, running or not.
-    """
-
-    specs: int
-    active: int
-    supervisors: int
-    workers: int
-
-
-# -- the protocol between the client functions and the supervisor processes -----------
-
-
-@attrs.frozen
-class _StartChild:
-    spec: ChildSpec
-
-
-@attrs.frozen
-class _TerminateChild:
-    key: str | Pid
-
-
-@attrs.frozen
-class _RestartChild:
-    id: str
-
-
-@attrs.frozen
-class _DeleteChild:
-    id: str
-
-
-@attrs.frozen
-class _GetChildSpec:
-    id: str
-
-
-@attrs.frozen
-class _WhichChildren:
-    pass
-
-
-@attrs.frozen
-class _CountChildren:
-    pass
-
-
-@attrs.frozen
-class _StopSupervisor:
-    reason: ExitReason
-
-
-@attrs.frozen
-class _Failure:
-    """A call's outcome that the client function raises."""
-
-    error: Exception
-
-
-@attrs.frozen
-class _RestartDue:
-    """A backoff delay is over: start the children still pending under ``token``."""
-
-    token: int
-    keys: tuple[Any, ...]
-
-
-@attrs.frozen
-class _TryAgain:
-    """The start of ``key`` failed during a restart: restart it again (OTP's try_again)."""
-
-    key: Any
-    token: int
-    reason: ExitReason
-
-
-# -- helpers shared with the dynamic supervisor ------------------------------------------
-
-
-class _StartError(Exception):
-    """A child's start failed with ``reason`` (internal)."""
-
-    def __init__(self, reason: ExitReason) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-async def _invoke_start(spec: ChildSpec) -> Pid | None:
-    """Run ``spec.start(*spec.args)`` in the calling (supervisor) process.
-
-    Returns the child's pid, linked to the caller, or None for *ignore*.
-
-    Raises:
-        _StartError: the start raised, or returned something that is not a pid.
-    """
-    try:
-        result: Any = spec.start(*spec.args)
-        if inspect.isawaitable(result):
-            result = await result
-    except _RuntimeStartFailed as e:
-        raise _StartError(e.reason) from None
-    except Exception as e:
-        raise _StartError(Crashed.from_exception(e)) from None
-    if result is None:
-        return None
-    if not isinstance(result, Pid):
-        bad = TypeError(f"start of child {spec.id!r} returned {result!r}, not a Pid or None")
-        raise _StartError(Crashed.from_exception(bad))
-    runtime.link(result)
-    return result
-
-
-_NODE_STOPPED = Shutdown("node_stopped")
-"""The reason of every process of a stopping node: not a shutdown error of ours."""
-
-
-def _shutdown_ok(spec: ChildSpec, reason: ExitReason) -> bool:
-    """Whether a child stopped by the shutdown protocol ended as expected (OTP)."""
-    if reason == SHUTDOWN:
-        return True
-    if spec.shutdown is BRUTAL_KILL and isinstance(reason, Killed):
-        return True
-    return spec.restart is not Restart.PERMANENT and isinstance(reason, Normal | Shutdown)
-
-
-def _is_down(ref: Ref) -> Callable[[Any], bool]:
-    return lambda m: type(m) is Down and m.ref == ref
-
-
-async def _unlink_flush(pid: Pid, reason: ExitReason) -> ExitReason:
-    """Unlink *pid* and drop its pending Exit message (OTP's ``unlink_flush``).
-
-    Returns *reason*, or the Exit message's reason when the monitor said ``NoProc``
-    (the child was already dead when the shutdown began).
-    """
-    runtime.unlink(pid)
-    try:
-        msg = await runtime.receive(lambda m: type(m) is Exit and m.pid == pid, timeout=0)
-    except ReceiveTimeout:
-        return reason
-    return msg.reason if isinstance(reason, NoProc) else reason
-
-
-async def _shutdown_child(pid: Pid, shutdown: ShutdownTimeout) -> ExitReason:
-    """Stop one child by the shutdown protocol; return the reason it ended with."""
-    ref = runtime.monitor(pid)
-    if shutdown is BRUTAL_KILL:
-        runtime.send_exit(pid, KILL)
-        down = await runtime.receive(_is_down(ref))
-    else:
-        runtime.send_exit(pid, SHUTDOWN)
-        if shutdown is INFINITY:
-            down = await runtime.receive(_is_down(ref))
-        else:
-            assert isinstance(shutdown, int | float)
-            try:
-                down = await runtime.receive(_is_down(ref), timeout=shutdown)
-            except ReceiveTimeout:
-                runtime.send_exit(pid, KILL)
-                down = await runtime.receive(_is_down(ref))
-    return await _unlink_flush(pid, down.reason)
-
-
-def _make_rng(node: Node, pid: Pid) -> random.Random:
-    return random.Random(f"{node.name}/{node.creation}/{pid.serial}")
 
 
 # -- the supervisor process --------------------------------------------------------------
 
 
 @final
-class _Child:
+class _Child(_ChildBase):
     """The supervisor's record of one child (mutable; private)."""
 
-    __slots__ = ("pending", "pid", "spec")
+    __slots__ = ()
 
     def __init__(self, spec: ChildSpec) -> None:
-        self.spec = spec
-        self.pid: Pid | None = None
-        self.pending: int | None = None  # token of a pending restart
+        super().__init__(spec, None)
 
     @property
     def running(self) -> bool:
         return self.pid is not None or self.pending is not None
-
-    def info(self) -> ChildInfo:
-        s = self.spec
-        return ChildInfo(s.id, self.pid, s.type, s.restart, self.pending is not None)
 
 
 InitResult: TypeAlias = tuple[SupFlags, Sequence[ChildSpec]] | None
@@ -378,38 +186,20 @@ class _Boot:
 
 
 @final
-class _SupervisorServer(GenServer):
+class _SupervisorServer(_SupervisorBase[str, _Child]):
     """The supervisor process (a GenServer that traps exits)."""
 
     def __init__(
         self, init_fn: InitFn, parent: Pid | None, rng: random.Random | None, boot: _Boot
     ) -> None:
+        super().__init__(SupFlags(), parent, rng)
         self._init_fn = init_fn
-        self._parent = parent
-        self._rng = rng
         self._boot = boot
-        self._flags = SupFlags()
-        self._children: dict[str, _Child] = {}
-        self._by_pid: dict[Pid, str] = {}
-        self._history = History()
-        self._token = 0
-        self._log: Any = log
-        self._stopped = False
 
     # -- start -------------------------------------------------------------------------
 
     async def init(self) -> None:
-        runtime.trap_exit(True)
-        node = runtime.node()
-        me = runtime.self_pid()
-        name = node.process(me).name
-        # A lazy logger: structlog configured later still applies.
-        context = {"node": node.name, "supervisor": str(me)}
-        if name is not None:
-            context["supervisor_name"] = name
-        self._log = structlog.get_logger("regency", **context)
-        if self._rng is None:
-            self._rng = _make_rng(node, me)
+        await super().init()
         result: Any = self._init_fn()
         if inspect.isawaitable(result):
             result = await result
@@ -438,11 +228,7 @@ class _SupervisorServer(GenServer):
     async def _start(self, child: _Child, event: str) -> Pid | None:
         """Start *child* now. Raises _StartError (logged ``start_error``)."""
         spec = child.spec
-        try:
-            pid = await _invoke_start(spec)
-        except _StartError as e:
-            self._log.error("start_error", child_id=spec.id, offender=spec.id, reason=str(e.reason))
-            raise
+        pid = await self._start_logged(spec)
         child.pending = None
         child.pid = pid
         if pid is None:
@@ -465,13 +251,8 @@ class _SupervisorServer(GenServer):
         reason = await _shutdown_child(pid, child.spec.shutdown)
         self._by_pid.pop(pid, None)
         child.pid = None
-        if not _shutdown_ok(child.spec, reason) and not (
-            runtime.current_node().closing and reason == _NODE_STOPPED
-        ):
-            spec = child.spec
-            self._log.error(
-                "shutdown_error", child_id=spec.id, offender=spec.id, reason=str(reason)
-            )
+        if not (runtime.current_node().closing and reason == _NODE_STOPPED):
+            self._report_shutdown(child.spec, reason)
 
     async def _terminate_children(self) -> None:
         """Stop every child, newest first; temporary children are forgotten."""
@@ -486,34 +267,7 @@ class _SupervisorServer(GenServer):
             self._by_pid.pop(child.pid, None)
         self._history = self._history.forget(id)
 
-    async def _shut_down(self, reason: ExitReason) -> None:
-        """Stop every child and exit with *reason*. Never returns."""
-        await self._terminate_children()
-        self._stopped = True
-        self._log.info("supervisor_stopped", reason=str(reason))
-        raise Stop(reason)
-
-    async def terminate(self, reason: ExitReason) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self._terminate_children()
-        self._log.info("supervisor_stopped", reason=str(reason))
-
     # -- exits -------------------------------------------------------------------------
-
-    async def handle_info(self, msg: Any) -> None:
-        t = type(msg)
-        if t is Exit:
-            await self._on_exit(msg)
-        elif t is _RestartDue:
-            await self._start_pending(msg.token, msg.keys)
-        elif t is _TryAgain:
-            await self._try_again(msg)
-        elif t is Down:
-            pass  # a monitor of a shutdown we gave up on; nothing to do
-        else:
-            await super().handle_info(msg)
 
     async def _on_exit(self, msg: Exit) -> None:
         id = self._by_pid.get(msg.pid)
@@ -555,10 +309,6 @@ class _SupervisorServer(GenServer):
             self._rng_(),
         )
         await self._carry_out(plan, msg.key, msg.reason)
-
-    def _rng_(self) -> random.Random:
-        assert self._rng is not None
-        return self._rng
 
     def _states(self) -> list[ChildState]:
         return [ChildState.from_spec(c.spec, running=c.running) for c in self._children.values()]
@@ -615,21 +365,8 @@ class _SupervisorServer(GenServer):
 
     # -- calls -------------------------------------------------------------------------
 
-    async def handle_call(self, request: Any, from_: runtime.From) -> Any:
-        try:
-            return await self._handle(request)
-        except SupervisorError as e:
-            return _Failure(e)
-
     async def _handle(self, request: Any) -> Any:
         match request:
-            case _WhichChildren():
-                return [c.info() for c in self._children.values()]
-            case _CountChildren():
-                kids = list(self._children.values())
-                sups = sum(1 for c in kids if c.spec.type is ChildType.SUPERVISOR)
-                active = sum(1 for c in kids if c.pid is not None)
-                return Counts(len(kids), active, sups, len(kids) - sups)
             case _StartChild(spec):
                 return await self._start_child(spec)
             case _TerminateChild(key):
@@ -646,18 +383,13 @@ class _SupervisorServer(GenServer):
                 try:
                     return await self._start(child, "child_started")
                 except _StartError as e:
-                    return _Failure(StartFailed(id, e.reason))
+                    raise StartFailed(id, e.reason) from None
             case _DeleteChild(id):
                 self._check_stopped(self._find(id))
                 self._forget(id)
                 return None
             case _GetChildSpec(id):
                 return self._find(id).spec
-            case _StopSupervisor(reason):
-                await self._terminate_children()
-                self._stopped = True
-                self._log.info("supervisor_stopped", reason=str(reason))
-                raise Stop(reason, reply=None)
         raise NotSupported(f"a supervisor does not handle {request!r}")
 
     def _find(self, id: str) -> _Child:
@@ -687,7 +419,7 @@ class _SupervisorServer(GenServer):
             return await self._start(child, "child_started")
         except _StartError as e:
             self._children.pop(spec.id, None)
-            return _Failure(StartFailed(spec.id, e.reason))
+            raise StartFailed(spec.id, e.reason) from None
 
 
 # -- starting a supervisor ---------------------------------------------------------------
@@ -702,14 +434,8 @@ async def _start(
     rng: random.Random | None,
 ) -> Pid | None:
     node = node if node is not None else current_node()
-    parent: Pid | None = None
-    if link:
-        try:
-            parent = runtime.self_pid()
-        except runtime.NotInProcess:
-            parent = None
     boot = _Boot()
-    server_ = _SupervisorServer(init_fn, parent, rng, boot)
+    server_ = _SupervisorServer(init_fn, _parent_if(link), rng, boot)
     try:
         return await node.start_server(server_, name=name, link=link, timeout=None)
     except _RuntimeStartFailed as e:
@@ -811,13 +537,6 @@ class Supervisor:
 # -- operations ----------------------------------------------------------------------
 
 
-async def _call(sup: SupRef, request: object, timeout: float | None) -> Any:
-    result = await runtime.call(sup, request, timeout=timeout)
-    if isinstance(result, _Failure):
-        raise result.error
-    return result
-
-
 async def start_child(sup: SupRef, spec: ChildSpec, *, timeout: float | None = None) -> Pid | None:
     """Add *spec* to the supervisor and start its child (appended to the start order).
 
@@ -832,6 +551,7 @@ async def start_child(sup: SupRef, spec: ChildSpec, *, timeout: float | None = N
         AlreadyPresent: a spec with this id is kept but not running (or restarting).
         StartFailed: the start failed (``.reason``); the spec is not kept.
         MaxChildren: (dynamic supervisor) it already has ``max_children`` children.
+        TypeError: the supervisor is on another node, where a spec cannot travel.
         ServerExited: the supervisor is not running.
         CallTimeout: no answer within *timeout* seconds (default: wait forever).
     """
@@ -895,6 +615,7 @@ async def get_childspec(sup: SupRef, id: str, *, timeout: float | None = None) -
     Raises:
         NotFound: no spec with this id.
         NotSupported: on a ``DynamicSupervisor``.
+        ReplyNotSendable: the supervisor is on another node, where a spec cannot travel.
         ServerExited: the supervisor is not running.
     """
     return await _call(sup, _GetChildSpec(id), timeout)  # type: ignore[no-any-return]
