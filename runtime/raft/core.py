@@ -9,15 +9,20 @@ handles and then confirms with :meth:`RaftNode.advance`::
     node.tick(); node.step(msg)
     if node.has_ready():
         rd = node.ready()
+        send rd.early_messages                                            # at once
         storage: save rd.snapshot, then rd.entries, then rd.hard_state   # durably
         send rd.messages                                                  # only now
         apply rd.committed in order; serve rd.read_states once applied >= their index
         node.advance(rd)
 
-Ordering guarantees. Messages in a :class:`Ready` may promise what its entries, hard state
-and snapshot contain (a vote, an acknowledgement), so they must be sent only after those
-are durable. Committed entries are handed out once each, in index order, and only after
-the entries themselves were handed out for persisting (possibly in the same Ready).
+Ordering guarantees. ``Ready.messages`` may promise what its entries, hard state and
+snapshot contain (a vote, an acknowledgement), so they must be sent only after those are
+durable. ``Ready.early_messages`` promise nothing about this node's unpersisted state (a
+leader's appends and heartbeats, Raft thesis section 10.2.1), so they may leave before
+or while the batch is persisted: a leader writes its log in parallel with replicating it.
+A leader counts its own log towards a commit only up to the entries :meth:`RaftNode.advance`
+confirmed durable. Committed entries are handed out once each, in index order, and only
+after the entries themselves were handed out for persisting (possibly in the same Ready).
 
 Features. Leader election with randomized timeouts; pre-vote (default on), so a node that
 rejoins after a partition cannot disrupt a healthy leader; check-quorum (default on), so a
@@ -50,6 +55,7 @@ from .progress import Progress, ProgressState
 
 __all__ = [
     "CAMPAIGN_TRANSFER",
+    "EARLY_MESSAGE_TYPES",
     "EMPTY_SNAPSHOT",
     "Config",
     "Entry",
@@ -223,17 +229,40 @@ class ReadState:
     context: bytes
 
 
+#: The messages that may be sent before the Ready that carries them is durable: none of
+#: them promises anything about the sender's unpersisted entries, term or vote. A leader's
+#: ``APPEND`` may carry entries it has not persisted yet: the receiver checks them against
+#: its own log, and the leader counts its own copy towards a commit only once durable.
+#: Votes, vote requests (the candidate's own vote must be durable first) and every
+#: response (``APPEND_RESP``, ``VOTE_RESP``, ``PRE_VOTE_RESP``, ``HEARTBEAT_RESP``) wait.
+EARLY_MESSAGE_TYPES: Final = frozenset(
+    {
+        MsgType.APPEND,
+        MsgType.HEARTBEAT,
+        MsgType.SNAPSHOT,
+        MsgType.TIMEOUT_NOW,
+        MsgType.READ_INDEX,
+        MsgType.READ_INDEX_RESP,
+        MsgType.TRANSFER_LEADER,
+    }
+)
+
+
 @attrs.frozen
 class Ready:
     """A batch of work for the caller, returned by :meth:`RaftNode.ready`.
 
     Handle it in this order, then call :meth:`RaftNode.advance` with it:
 
+    0. ``early_messages``: send them at any time before :meth:`RaftNode.advance`; best
+       first, so a leader's appends travel while it persists (its types are
+       :data:`EARLY_MESSAGE_TYPES`).
     1. ``snapshot`` (if not None): install it in storage, replacing the whole log.
     2. ``entries``: append them to storage; an entry at an index storage already holds
        replaces that entry and everything after it.
     3. ``hard_state`` (if not None): save it. Steps 1-3 must be durable before step 4.
-    4. ``messages``: send them.
+    4. ``messages``: send them. They may promise what steps 1-3 made durable (a vote,
+       an acknowledgement of entries), so never before.
     5. ``committed``: apply them to the state machine, in order (``NOOP`` entries too, as
        no-ops). A ``snapshot`` in the same batch is applied first.
     6. ``read_states``: serve each read once the applied index reaches its ``index``.
@@ -248,6 +277,7 @@ class Ready:
     committed: tuple[Entry, ...]
     messages: tuple[Message, ...]
     read_states: tuple[ReadState, ...]
+    early_messages: tuple[Message, ...] = ()
 
 
 def _to_voters(voters: Iterable[str]) -> tuple[str, ...]:
@@ -574,6 +604,16 @@ class _RaftLog:
         except (LogCompacted, LogUnavailable):
             return None
 
+    def stable_index(self) -> int:
+        """Return the last index confirmed durable (handed out and advanced), 0 if unsure.
+
+        While a snapshot waits to be persisted nothing is counted: storage still holds
+        the log the snapshot replaces.
+        """
+        if self.unstable.snapshot is not None:
+            return 0
+        return self.unstable.offset - 1
+
     def last_term(self) -> int:
         t = self.term(self.last_index())
         if t is None:  # pragma: no cover - storage broke its contract
@@ -747,6 +787,7 @@ class RaftNode:
         self._prs: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
         self._msgs: list[Message] = []
+        self._early_msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
@@ -1005,6 +1046,7 @@ class RaftNode:
         u = self._rlog.unstable
         return bool(
             self._msgs
+            or self._early_msgs
             or u.entries
             or u.snapshot is not None
             or self._read_states
@@ -1030,14 +1072,19 @@ class RaftNode:
             committed=tuple(self._rlog.next_committed()),
             messages=tuple(self._msgs),
             read_states=tuple(self._read_states),
+            early_messages=tuple(self._early_msgs),
         )
         self._prev_soft = soft
         self._msgs = []
+        self._early_msgs = []
         self._read_states = []
         return rd
 
     def advance(self, rd: Ready) -> None:
         """Confirm that ``rd`` was handled: persisted, sent and applied.
+
+        On a leader, the entries ``rd`` persisted now count towards a commit (as the
+        leader's own acknowledgement); a commit this allows shows in the next Ready.
 
         Args:
             rd: The batch last returned by :meth:`ready`.
@@ -1056,6 +1103,14 @@ class RaftNode:
             self._rlog.unstable.stable_to(last.index, last.term)
         if rd.snapshot is not None:
             self._rlog.unstable.stable_snap_to(rd.snapshot.index)
+        # The leader's self-acknowledgement: only what is durable here counts.
+        if (
+            rd.entries
+            and self._role is Role.LEADER
+            and self._prs[self._id].maybe_update(self._rlog.stable_index())
+            and self._maybe_commit()
+        ):
+            self._bcast_append()
 
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Make a snapshot of the state machine at ``index``, for log compaction.
@@ -1100,7 +1155,7 @@ class RaftNode:
         for v in self._voters:
             pr = Progress(last + 1, self._cfg.max_inflight)
             if v == self._id:
-                pr.match = last
+                pr.match = self._rlog.stable_index()  # unpersisted entries never count
                 pr.recent_active = True
             self._prs[v] = pr
         self._pending_reads = {}
@@ -1382,8 +1437,7 @@ class RaftNode:
     def _append_entry(self, kind: EntryKind, data: bytes) -> int:
         index = self._rlog.last_index() + 1
         self._rlog.append([Entry(self._term, index, kind, data)])
-        self._prs[self._id].maybe_update(index)
-        self._maybe_commit()
+        # Not acknowledged by ourselves yet: :meth:`advance` does, once it is durable.
         return index
 
     def _maybe_commit(self) -> bool:
@@ -1679,4 +1733,7 @@ class RaftNode:
     # ------------------------------------------------------------------ output
 
     def _send(self, msg: Message) -> None:
-        self._msgs.append(msg)
+        if msg.type in EARLY_MESSAGE_TYPES:
+            self._early_msgs.append(msg)
+        else:
+            self._msgs.append(msg)

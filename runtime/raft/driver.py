@@ -18,15 +18,19 @@ Each turn it ticks the core if a tick is due, feeds it every queued inbound mess
 request (proposals, reads, transfers), and, if the core has a ``Ready``, handles it
 strictly in this order:
 
+0. send the early messages (``Ready.early_messages``: a leader's appends and heartbeats,
+   which promise nothing about this node's disk), so the followers write the new entries
+   while the leader writes them too (Raft thesis section 10.2.1);
 1. persist: install the snapshot (durable on return), append the entries, save the hard
    state, and **fsync** (``begin_sync()``'s job, run by ``run_io``: a worker thread in
    production, a simulated latency in the simulator);
-2. **then** send the messages (a vote or an acknowledgement promises what step 1 made
-   durable, so it must never leave before the fsync);
+2. **then** send the other messages (a vote or an acknowledgement promises what step 1
+   made durable, so it must never leave before the fsync);
 3. then apply the committed entries to the state machine, in index order, and answer
    their proposers and any read whose index is now applied;
-4. then ``advance``, and take a snapshot when ``snapshot_entries`` entries were applied
-   since the last one.
+4. then ``advance`` (a leader's own entries count towards a commit from here on, so it
+   never commits, applies or acknowledges an entry before its own fsync), and take a
+   snapshot when ``snapshot_entries`` entries were applied since the last one.
 
 Group commit falls out of the loop: while one fsync runs, every proposal and message that
 arrives is queued, and the next turn feeds them all to the core, so one fsync covers the
@@ -804,6 +808,9 @@ class RaftDriver:
     async def _handle_ready(self, rd: Ready) -> None:
         core = self._core
         storage = self._storage
+        # 0. A leader's appends leave now: the followers persist while we do.
+        if rd.early_messages:
+            self._send_all(rd.early_messages)
         # 1. Persist (snapshot, entries, hard state), then fsync.
         # A snapshot makes the commit index jump: the hard state after it must be durable
         # too, or a restart would find a commit index behind the snapshot.
@@ -824,12 +831,8 @@ class RaftDriver:
             if rd.hard_state is not None:
                 self._synced_term_vote = (rd.hard_state.term, rd.hard_state.vote)
         # 2. Only now send: the messages may promise what step 1 made durable.
-        send = self._transport.send
-        for m in rd.messages:
-            try:
-                send(m.to, m)
-            except Exception as exc:  # a broken transport must not stop consensus
-                self._log.warning("send_failed", term=core.term, to=m.to, error=repr(exc))
+        if rd.messages:
+            self._send_all(rd.messages)
         # 3. Apply.
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
@@ -854,6 +857,14 @@ class RaftDriver:
             self._notify()
         if core.applied_index - self._snap_index >= self._snapshot_entries:
             await self._take_snapshot()
+
+    def _send_all(self, msgs: Sequence[Message]) -> None:
+        send = self._transport.send
+        for m in msgs:
+            try:
+                send(m.to, m)
+            except Exception as exc:  # a broken transport must not stop consensus
+                self._log.warning("send_failed", term=self._core.term, to=m.to, error=repr(exc))
 
     def _apply(self, e: Entry) -> None:
         waiter = self._proposals.pop(e.index, None)

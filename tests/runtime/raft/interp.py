@@ -19,7 +19,13 @@ Commands:
 - ``campaign ID``, ``propose ID DATA``, ``read-index ID CTX``,
   ``transfer-leadership from=ID to=ID``: call the node's API.
 - ``tick ID N``, ``tick-heartbeat ID``, ``tick-election ID``: tick a node.
-- ``process-ready ID...``: handle each node's Ready (persist, send, apply, advance).
+- ``process-ready ID...``: handle each node's Ready (send the early messages, persist,
+  send the others, apply, advance).
+- ``send-early ID``: take the node's Ready and send only its early messages; the rest
+  waits, as while the node's fsync runs (messages are still delivered to it). The next
+  ``process-ready`` (or ``stabilize``) of the node finishes that Ready; ``crash`` loses it.
+- ``crash ID``: the node loses power: a Ready taken by ``send-early`` is never persisted,
+  messages queued for it are dropped, and it restarts from its storage.
 - ``deliver-msgs ID... [type=APPEND]``: deliver the queued messages addressed to the nodes.
 - ``drop-msgs ID...``: drop the queued messages addressed to the nodes.
 - ``stabilize [ID...]``: alternate process-ready and deliver-msgs until nothing happens.
@@ -147,6 +153,7 @@ class Cluster:
         self.nodes: dict[str, NodeState] = {}
         self.queue: list[Message] = []
         self.groups: list[set[str]] | None = None
+        self.held: dict[str, Ready] = {}  # Readies whose early messages left, not persisted
         self.out: list[str] = []
         self.level = logging.INFO
 
@@ -183,6 +190,7 @@ class Cluster:
         """Rebuild a node from its storage, as after a crash; its state machine restarts from
         the storage snapshot."""
         ns = self.nodes[nid]
+        self.held.pop(nid, None)
         ns.node = RaftNode(ns.config, ns.storage)
         snap = ns.storage.snapshot()
         ns.applied = _decode_state(snap.data) if snap.index else []
@@ -191,13 +199,53 @@ class Cluster:
     # -- moving things
 
     def process_ready(self, nid: str) -> Ready | None:
-        """Handle one Ready of a node (persist, send, apply, advance); return it."""
+        """Handle one Ready of a node (persist, send, apply, advance); return it.
+
+        A Ready held by :meth:`send_early` is finished instead of taking a new one.
+        """
         ns = self.nodes[nid]
+        held = self.held.pop(nid, None)
+        if held is not None:
+            self.emit(f"> {nid} persisted the Ready")
+            self._finish_ready(nid, held)
+            return held
         if not ns.node.has_ready():
             return None
         rd = ns.node.ready()
         self.emit(f"> {nid} handling Ready")
         self._describe_ready(rd)
+        self._queue_msgs(rd.early_messages)
+        self._finish_ready(nid, rd)
+        return rd
+
+    def send_early(self, nid: str) -> Ready | None:
+        """Take a node's Ready and send its early messages only; hold the rest."""
+        ns = self.nodes[nid]
+        if nid in self.held:
+            raise ValueError(f"{nid} already holds a Ready")
+        if not ns.node.has_ready():
+            return None
+        rd = ns.node.ready()
+        self.emit(f"> {nid} handling Ready (early messages only; persisting)")
+        self._describe_ready(rd)
+        self._queue_msgs(rd.early_messages)
+        self.held[nid] = rd
+        return rd
+
+    def crash(self, nid: str) -> None:
+        """Lose what a held Ready had not persisted, drop the node's inbound queue, restart."""
+        if self.held.pop(nid, None) is not None:
+            self.emit(f"> {nid} crashed before persisting its Ready")
+        self.queue = [m for m in self.queue if m.to != nid]
+        self.restart(nid)
+
+    def _queue_msgs(self, msgs: tuple[Message, ...]) -> None:
+        for m in msgs:
+            if not self.cut(m.frm, m.to):
+                self.queue.append(m)
+
+    def _finish_ready(self, nid: str, rd: Ready) -> None:
+        ns = self.nodes[nid]
         if rd.snapshot is not None:
             ns.storage.apply_snapshot(rd.snapshot)
             ns.applied = _decode_state(rd.snapshot.data)
@@ -205,10 +253,7 @@ class Cluster:
         ns.storage.append(rd.entries)
         if rd.hard_state is not None:
             ns.storage.set_hard_state(rd.hard_state)
-        for m in rd.messages:
-            if self.cut(m.frm, m.to):
-                continue
-            self.queue.append(m)
+        self._queue_msgs(rd.messages)
         for e in rd.committed:
             if e.index != ns.applied_index + 1:
                 raise AssertionError(f"{nid} applied {e.index} after {ns.applied_index}")
@@ -216,7 +261,6 @@ class Cluster:
             if e.kind is EntryKind.NORMAL:
                 ns.applied.append(e.data)
         ns.node.advance(rd)
-        return rd
 
     def _describe_ready(self, rd: Ready) -> None:
         e = self.emit
@@ -236,6 +280,11 @@ class Cluster:
             e("  Committed:")
             for x in rd.committed:
                 e(f"  {fmt_entry(x)}")
+        if rd.early_messages:
+            e("  Early messages:")
+            for m in rd.early_messages:
+                suffix = " (dropped: partition)" if self.cut(m.frm, m.to) else ""
+                e(f"  {fmt_msg(m)}{suffix}")
         if rd.messages:
             e("  Messages:")
             for m in rd.messages:
@@ -468,6 +517,15 @@ class Interpreter:
         """Handle each node's Ready."""
         for nid in pos:
             self.c.process_ready(nid)
+
+    def cmd_send_early(self, pos: list[str], kw: dict[str, str]) -> None:
+        """Send a node's early messages and hold the rest of its Ready (fsync running)."""
+        self.c.send_early(pos[0])
+
+    def cmd_crash(self, pos: list[str], kw: dict[str, str]) -> None:
+        """Crash nodes (losing a held Ready) and restart them from storage."""
+        for nid in pos:
+            self.c.crash(nid)
 
     def cmd_deliver_msgs(self, pos: list[str], kw: dict[str, str]) -> None:
         """Deliver queued messages to nodes."""

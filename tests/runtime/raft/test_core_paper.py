@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from runtime.raft.core import (
     CAMPAIGN_TRANSFER,
+    EARLY_MESSAGE_TYPES,
     Config,
     Entry,
     EntryKind,
@@ -78,8 +79,9 @@ def drain(n: RaftNode) -> Ready:
 
 
 def msgs(n: RaftNode) -> list[Message]:
-    """The messages in a node's next Ready (which is then advanced)."""
-    return list(drain(n).messages)
+    """The messages in a node's next Ready, early ones first (the Ready is then advanced)."""
+    rd = drain(n)
+    return [*rd.early_messages, *rd.messages]
 
 
 @contextlib.contextmanager
@@ -336,6 +338,9 @@ def test_leader_does_not_count_replicas_of_older_terms() -> None:
     n.campaign()
     n.step(Message(MsgType.VOTE_RESP, "2", "1", term=2))
     assert n.role is Role.LEADER  # its no-op is 2/3
+    rd = n.ready()
+    storage.append(rd.entries)
+    n.advance(rd)  # the no-op is durable on the leader
 
     n.step(Message(MsgType.APPEND_RESP, "2", "1", term=2, index=2))
 
@@ -402,7 +407,8 @@ def test_heartbeat_commit_never_exceeds_what_the_follower_matches() -> None:
 
 
 def test_entries_and_messages_come_together_and_entries_become_stable_on_advance() -> None:
-    """A Ready lists entries to persist with the messages that depend on them."""
+    """A Ready lists entries to persist with the leader's appends of them, which may leave
+    before the entries are durable (thesis 10.2.1), so they come as early messages."""
     c = cluster()
     elect(c)
     leader = c.nodes["1"].node
@@ -411,9 +417,83 @@ def test_entries_and_messages_come_together_and_entries_become_stable_on_advance
     rd = leader.ready()
 
     assert [e.data for e in rd.entries] == [b"x"]
-    assert {m.type for m in rd.messages} == {MsgType.APPEND}
+    assert {m.type for m in rd.early_messages} == {MsgType.APPEND}
+    assert rd.messages == ()
     leader.advance(rd)
     assert leader.ready().entries == ()
+
+
+def test_vote_and_acknowledgement_messages_never_leave_early() -> None:
+    """Whatever promises durable state (votes, vote requests, every response) waits for
+    the Ready to be persisted; only what promises nothing may leave early."""
+    early = {
+        MsgType.APPEND,
+        MsgType.HEARTBEAT,
+        MsgType.SNAPSHOT,
+        MsgType.TIMEOUT_NOW,
+        MsgType.READ_INDEX,
+        MsgType.READ_INDEX_RESP,
+        MsgType.TRANSFER_LEADER,
+    }
+
+    assert early == set(EARLY_MESSAGE_TYPES)
+    for t in (
+        MsgType.VOTE,
+        MsgType.VOTE_RESP,
+        MsgType.PRE_VOTE,
+        MsgType.PRE_VOTE_RESP,
+        MsgType.APPEND_RESP,
+        MsgType.HEARTBEAT_RESP,
+    ):
+        assert t not in EARLY_MESSAGE_TYPES
+
+
+def test_leader_counts_its_own_entry_only_once_durable() -> None:
+    """A leader sends its appends before persisting, but counts its own copy towards a
+    commit only after advance() confirmed it durable: a follower's acknowledgement alone
+    (one of three) does not commit the entry."""
+    c = cluster()
+    elect(c)
+    leader = c.nodes["1"].node
+    index = leader.propose(b"x")
+    rd = leader.ready()  # the leader's fsync "runs" from here until advance
+    c.queue.extend(rd.early_messages)
+    c.deliver("2")
+    c.process_ready("2")  # the follower persists and acknowledges
+    c.deliver("1")
+
+    assert leader.commit_index == index - 1
+    assert leader.progress()["1"].match == index - 1
+
+    c.nodes["1"].storage.append(rd.entries)
+    leader.advance(rd)  # the leader's own write is durable now
+
+    assert leader.commit_index == index
+    rd2 = leader.ready()
+    assert [e.index for e in rd2.committed] == [index]
+    assert {(m.type, m.to, m.commit) for m in rd2.early_messages} >= {(MsgType.APPEND, "2", index)}
+
+
+def test_followers_majority_may_commit_what_the_leader_has_not_persisted() -> None:
+    """With five voters three followers are a quorum: an entry they store is committed
+    even while the leader's own write is pending (it is durable on a majority), but the
+    leader hands it out for applying only in a Ready after the one that persists it."""
+    c = cluster(5)
+    elect(c)
+    leader = c.nodes["1"].node
+    index = leader.propose(b"x")
+    rd = leader.ready()
+    c.queue.extend(rd.early_messages)
+    for nid in ("2", "3", "4"):
+        c.deliver(nid)
+        c.process_ready(nid)
+    c.deliver("1")
+
+    assert leader.commit_index == index
+    assert rd.committed == ()  # handed out with (or after) its own entry's Ready only
+    c.nodes["1"].storage.append(rd.entries)
+    leader.advance(rd)
+    assert [e.index for e in leader.ready().committed] == [index]
 
 
 def test_probe_state_sends_one_append_until_the_follower_answers() -> None:

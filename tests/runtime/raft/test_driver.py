@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import structlog
@@ -31,6 +32,8 @@ from runtime.raft.driver import (
 from runtime.raft.durable import DurableStorage
 from runtime.sim.disk import SimDisk
 from runtime.sim.network import SimNetwork
+
+T = TypeVar("T")
 
 
 class ListMachine:
@@ -66,6 +69,7 @@ class Cluster:
         self.scopes: dict[str, trio.CancelScope] = {}
         self.sent: list[tuple[str, Message]] = []
         self.broken: list[str] = []  # persist-before-send violations seen by the transport
+        self.gates: dict[str, trio.Event] = {}  # a node's storage jobs wait for its gate
         nursery.start_soon(self.net.run)
 
     async def start(self, nid: str) -> RaftDriver:
@@ -86,13 +90,21 @@ class Cluster:
                     broken.append(f"{msg} sent before the vote was durable ({hs})")
                 net.send(nid, to, msg)
 
+        gates = self.gates
+
+        async def run_io(fn: Callable[[], T]) -> T:
+            gate = gates.get(nid)
+            if gate is not None:
+                await gate.wait()
+            return await disk.run_io(fn)
+
         sm = ListMachine()
         d = RaftDriver(
             raft_config(nid, self.ids, rng=self.rngs[nid]),
             disk.open(),
             Recording(),
             sm,
-            run_io=disk.run_io,
+            run_io=run_io,
             **self.kw,  # type: ignore[arg-type]
         )
         self.drivers[nid], self.machines[nid] = d, sm
@@ -175,6 +187,75 @@ async def test_three_nodes_elect_and_replicate(autojump_clock: trio.testing.Mock
 
         assert all(m.items == [b"a"] for m in c.machines.values())
         assert any(m.type is MsgType.APPEND for _, m in c.sent)  # persist-before-send held
+
+
+async def test_leader_replicates_while_its_own_fsync_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The leader's appends leave before its fsync (thesis 10.2.1): the followers store and
+    acknowledge the entry meanwhile, but the leader commits, applies and answers only
+    after its own write is durable."""
+    async with cluster(3) as c:
+        await c.start_all()
+        leader = await c.leader()
+        await trio.sleep(0.1)
+        followers = [d for d in c.drivers.values() if d is not leader]
+        index = leader.status().last_index + 1
+        c.gates[leader.id] = gate = trio.Event()  # the leader's next fsync hangs
+        result: list[object] = []
+
+        async def propose() -> None:
+            result.append(await leader.propose(b"x"))
+
+        c.nursery.start_soon(propose)
+        await trio.sleep(0.05)  # well within an election timeout
+
+        assert all(f.status().last_index == index for f in followers)  # replicated early
+        assert result == []
+        assert leader.status().commit < index
+        assert b"x" not in c.machines[leader.id].items
+        gate.set()
+        await trio.sleep(0.05)
+        assert result == [1]
+        assert leader.status().applied >= index
+
+
+async def test_leader_crash_before_its_fsync_loses_nothing_acknowledged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A leader that crashes after sending its appends and before its fsync never applied
+    nor acknowledged the entry; the followers, a majority, hold it, so the next leader
+    commits it (allowed: it is durable on a quorum) and every node applies it once."""
+    async with cluster(3) as c:
+        await c.start_all()
+        leader = await c.leader()
+        await trio.sleep(0.1)
+        index = leader.status().last_index + 1
+        c.gates[leader.id] = trio.Event()  # never set: the fsync never finishes
+        outcome: list[BaseException] = []
+
+        async def propose() -> None:
+            try:
+                await leader.propose(b"x")
+            except DriverStopped as exc:
+                outcome.append(exc)
+
+        c.nursery.start_soon(propose)
+        await trio.sleep(0.05)
+        assert b"x" not in c.machines[leader.id].items
+        c.crash(leader.id)
+        del c.gates[leader.id]
+        del c.drivers[leader.id]  # its last status still says leader
+        new = await c.leader()
+        await trio.sleep(0.2)
+
+        assert new.id != leader.id
+        assert len(outcome) == 1  # the client learns nothing: the outcome is unknown
+        assert all(c.machines[f].items == [b"x"] for f in c.ids if f != leader.id)
+        restarted = await c.start(leader.id)
+        await trio.sleep(0.5)
+        assert restarted.status().applied >= index
+        assert c.machines[leader.id].items == [b"x"]
 
 
 async def test_follower_propose_fails_fast_with_leader_hint(
