@@ -103,6 +103,9 @@ DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 5.0
 """Seconds of silence after which a peer is declared down."""
 
+DRAIN_TIMEOUT: Final = 1.0
+"""Seconds a closing node waits for its connections' buffers to be written."""
+
 DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 """Bytes a peer's outgoing buffer holds before ``send`` raises ``PeerBusy``."""
 
@@ -305,12 +308,22 @@ class Distribution:
         for peer in self._peers.values():
             if peer.connected:
                 self._push(peer, wire.Goodbye("node stopping"))
-        if self._scope is not None:
+        if self._tg is not None and self._scope is not None:
+            # What is already buffered (the last exit signals and Downs of the node's
+            # processes, then the goodbye) gets a bounded chance to leave first.
+            self._tg.start_soon(self._drain_then_stop, self._scope)
+        elif self._scope is not None:
             self._scope.cancel()
         if self.node.remote is self:
             self.node.remote = None
         for peer in self._peers.values():
             self._notify(peer)
+
+    async def _drain_then_stop(self, scope: anyio.CancelScope) -> None:
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            while any(p.connected and p.buf for p in self._peers.values()):
+                await anyio.sleep(0.001)  # bounded: the writers are flushing
+        scope.cancel()
 
     def add_peer(self, name: str, host: str, port: int) -> None:
         """Record where node *name* listens, so messages to it connect on demand."""

@@ -19,7 +19,7 @@ import runtime
 from runtime import Crashed, Down, Exit, Kill, Killed, NoProc, ServerExited
 from runtime.errors import AuthenticationFailed, PeerBusy, Unregistered
 from runtime.pid import Name, Pid
-from runtime.reasons import Abnormal, NoConnection
+from runtime.reasons import Abnormal, NoConnection, Shutdown
 from runtime.wire import Registry
 from tests.runtime.dist_helpers import (
     BOUND,
@@ -468,8 +468,9 @@ class TestMonitors:
 
 
 class TestNodeLoss:
-    async def test_node_close_fires_links_and_monitors_with_noconnection(self) -> None:
-        """A node that stops: its peers' links, monitors and calls fire NoConnection."""
+    async def test_node_stop_sends_its_processes_exit_reasons_then_closes(self) -> None:
+        """A node that stops: its processes end first, so peers' links, monitors and calls get
+        their real exit reason (Shutdown("node_stopped")); then the connection closes."""
         async with AsyncExitStack() as stack:
             a = await start_member(stack, "a@test")
             call_failed: list[BaseException] = []
@@ -496,11 +497,14 @@ class TestNodeLoss:
                 # the links and monitor reached b before the call did (same connection)
                 assert await probe.wait_for(lambda m: m == "holding") == "holding"
 
-            assert Down(ref, remote, NoConnection("b@test")) == await watcher.wait_for(is_down)
-            assert Exit(remote, NoConnection("b@test")) == await watcher.wait_for(is_exit)
-            assert NoConnection("b@test") == (await probe.wait_for(is_down)).reason
+            stopped = Shutdown("node_stopped")
+            assert Down(ref, remote, stopped) == await watcher.wait_for(is_down)
+            assert Exit(remote, stopped) == await watcher.wait_for(is_exit)
+            assert stopped == (await probe.wait_for(is_down)).reason
             await wait_until(lambda: bool(call_failed))
-            assert not a.dist.is_connected("b@test")
+            assert isinstance(call_failed[0], ServerExited)
+            assert stopped == call_failed[0].reason
+            await wait_until(lambda: not a.dist.is_connected("b@test"))
 
     async def test_peer_restart_drops_messages_to_old_pids(self) -> None:
         """After a peer restarts (new creation), messages to its old pids reach nobody."""
