@@ -247,6 +247,7 @@ class Distribution:
         self._peers: dict[str, _Peer] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
+        self._drained: anyio.Event | None = None  # set while closing, once buffers are out
         self._closed = False
         self.address: tuple[str, int] | None = None
         self.rejected_connections = 0
@@ -320,10 +321,18 @@ class Distribution:
             self._notify(peer)
 
     async def _drain_then_stop(self, scope: anyio.CancelScope) -> None:
+        self._drained = anyio.Event()
+        self._check_drained()
         with anyio.move_on_after(DRAIN_TIMEOUT):
-            while any(p.connected and p.buf for p in self._peers.values()):
-                await anyio.sleep(0.001)  # bounded: the writers are flushing
+            await self._drained.wait()
         scope.cancel()
+
+    def _check_drained(self) -> None:
+        """Wake a closing node once no connected peer has unsent data."""
+        if self._drained is not None and not any(
+            p.connected and p.buf for p in self._peers.values()
+        ):
+            self._drained.set()
 
     def add_peer(self, name: str, host: str, port: int) -> None:
         """Record where node *name* listens, so messages to it connect on demand."""
@@ -854,6 +863,8 @@ class Distribution:
             self.dropped_messages += 1
             peer.buf = bytearray()
         self._wake_rooms(peer)
+        if self._drained is not None:
+            self._check_drained()
         self._log.warning("connection_closed", peer=peer.name, reason=reason)
         self._notify(peer)
         self.node.node_down(peer.name)
@@ -876,6 +887,8 @@ class Distribution:
             # The buffer was swapped out, so nothing appends to *data* while it is sent.
             await send(data)
             conn.sent_at = clock()
+            if self._drained is not None and not peer.buf:
+                self._check_drained()
 
     async def _watchdog(self, peer: _Peer, conn: _Conn) -> None:
         """Heartbeats: send one after ``heartbeat_interval`` without sending anything;

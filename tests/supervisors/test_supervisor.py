@@ -638,7 +638,12 @@ class TestLogs:
                     await end(pid, Abnormal("boom"))
                     new = (await pids(sup))["a"]
                     await supervisors.stop(sup)
-                base = {"node": "n1", "supervisor": str(sup), "supervisor_name": "top", "child_id": "a"}
+                base = {
+                    "node": "n1",
+                    "supervisor": str(sup),
+                    "supervisor_name": "top",
+                    "child_id": "a",
+                }
                 started = events(logs, "child_started")
                 assert [base | {"pid": str(pid), "log_level": "info"}] == [
                     {k: e[k] for k in (*base, "pid", "log_level")} for e in started
