@@ -423,7 +423,12 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
             raise
 
     def _report_shutdown(self, spec: ChildSpec, reason: ExitReason) -> None:
-        """Log ``shutdown_error`` if the child stopped with an unexpected *reason*."""
+        """Log ``shutdown_error`` if the child stopped with an unexpected *reason*.
+
+        A child ended by its node stopping is not a shutdown error of the supervisor's.
+        """
+        if runtime.current_node().closing and reason == _NODE_STOPPED:
+            return
         if not _shutdown_ok(spec, reason):
             self._log.error(
                 "shutdown_error", child_id=spec.id, offender=spec.id, reason=str(reason)

@@ -88,8 +88,9 @@ from runtime.node import Node, current_node
 from runtime.pid import Name, Pid
 from runtime.reasons import NORMAL, ExitReason, Shutdown
 
+from .common import ChildInfo as ChildInfo
+from .common import Counts as Counts
 from .common import (
-    _NODE_STOPPED,
     _call,
     _ChildBase,
     _CountChildren,
@@ -107,8 +108,6 @@ from .common import (
     _TryAgain,
     _WhichChildren,
 )
-from .common import ChildInfo as ChildInfo
-from .common import Counts as Counts
 from .errors import (
     AlreadyPresent,
     AlreadyStarted,
@@ -251,8 +250,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
         reason = await _shutdown_child(pid, child.spec.shutdown)
         self._by_pid.pop(pid, None)
         child.pid = None
-        if not (runtime.current_node().closing and reason == _NODE_STOPPED):
-            self._report_shutdown(child.spec, reason)
+        self._report_shutdown(child.spec, reason)
 
     async def _terminate_children(self) -> None:
         """Stop every child, newest first; temporary children are forgotten."""
