@@ -7,7 +7,7 @@ Subcommands:
   one-process supervision demo (``agents.demo``).
 * ``regency bench [SUITE] [--quick] [--json PATH]`` -- the benchmark suites.
 * ``regency node --name NAME --listen HOST:PORT [--connect HOST:PORT ...]`` -- one node.
-* ``regency chaos --sim --seeds N`` -- seeded fault runs with invariant checks.
+* ``regency chaos --sim --seeds N`` / ``--real`` -- seeded fault runs with invariant checks.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="regency",
         description="A fault-tolerant supervisor runtime for multi-agent LLM systems.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<7} {text}" for name, (_, text) in sorted(COMMANDS.items()))
+        + "\n\n'regency COMMAND --help' shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"regency {_version()}")
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to run")
