@@ -298,8 +298,9 @@ class Config:
     """How one Raft node behaves.
 
     The election timeout is drawn uniformly from ``[election_ticks, 2 * election_ticks)``
-    with ``rng.randrange(election_ticks)`` each time a node becomes follower, candidate or
-    leader, as in the Raft paper and etcd. Leader stickiness and check-quorum use the
+    with ``rng.randrange(election_ticks)`` each time a node becomes follower,
+    pre-candidate, candidate or leader, as in the Raft paper and etcd (which does not
+    redraw for a pre-candidate). Leader stickiness and check-quorum use the
     minimum, ``election_ticks``.
     """
 
@@ -1172,10 +1173,16 @@ class RaftNode:
     def _become_pre_candidate(self) -> None:
         if self._role is Role.LEADER:
             raise AssertionError("raft: invalid transition [leader -> pre-candidate]")
-        # A pre-candidate keeps its term and vote; only the vote tally resets.
+        # A pre-candidate keeps its term and vote; the vote tally resets, and the round
+        # lasts one fresh randomized timeout (two pre-candidates that stay pending do not
+        # keep timing out in step).
         self._step_fn, self._tick_fn = self._step_candidate, self._tick_election
         self._votes = {}
         self._lead = None
+        self._election_elapsed = 0
+        self._randomized_election_timeout = self._cfg.election_ticks + self._cfg.rng.randrange(
+            self._cfg.election_ticks
+        )
         self._role = Role.PRE_CANDIDATE
         _log.info("became_pre_candidate", node=self._id, term=self._term)
 
@@ -1329,7 +1336,19 @@ class RaftNode:
             or (self._vote is None and self._lead is None)
             or (msg.type is MsgType.PRE_VOTE and msg.term > self._term)
         )
-        if can_vote and self._rlog.is_up_to_date(msg.index, msg.log_term):
+        if can_vote and self._competing_pre_vote(msg):
+            # Both would win the pre-vote, then split the vote: keep our round.
+            self._send(Message(resp_type, self._id, msg.frm, self._term, reject=True))
+            _log.info(
+                "vote_rejected",
+                node=self._id,
+                term=self._term,
+                candidate=msg.frm,
+                type=msg.type.name,
+                vote=self._vote,
+                reason="own_pre_campaign",
+            )
+        elif can_vote and self._rlog.is_up_to_date(msg.index, msg.log_term):
             # The granted response carries the request's term, so a pre-candidate counts it.
             self._send(Message(resp_type, self._id, msg.frm, msg.term))
             if msg.type is MsgType.VOTE:
@@ -1352,6 +1371,34 @@ class RaftNode:
                 type=msg.type.name,
                 vote=self._vote,
             )
+
+    def _competing_pre_vote(self, msg: Message) -> bool:
+        """Whether ``msg`` is a pre-vote that competes with our own pre-campaign of this tick.
+
+        A pre-candidate that asked for pre-votes for the same next term within the
+        current tick (its timer fired while the peer's request was in flight or queued
+        behind it) refuses a peer whose log is not more up to date than its own. Granting
+        it would let both win their pre-votes, both become candidates and split the real
+        vote (each votes for itself), which costs another election timeout and a term.
+        Refusing is one-sided unless both timers fired within the same tick: the older
+        pre-candidate grants the younger one, which wins. Safety does not depend on it
+        (refusing a vote never does), and liveness keeps resting on randomized timeouts:
+        the window is one tick per round, and each round draws a fresh timeout, so a
+        pre-candidate that cannot win never blocks a peer for long. Votes (not pre-votes)
+        are unaffected.
+        """
+        if (
+            msg.type is not MsgType.PRE_VOTE
+            or self._role is not Role.PRE_CANDIDATE
+            or msg.term != self._term + 1
+            or self._election_elapsed > 0
+        ):
+            return False
+        our_term, our_index = self._rlog.last_term(), self._rlog.last_index()
+        more_up_to_date = msg.log_term > our_term or (
+            msg.log_term == our_term and msg.index > our_index
+        )
+        return not more_up_to_date
 
     # ------------------------------------------------------------------ role steps
 

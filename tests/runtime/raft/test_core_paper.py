@@ -638,3 +638,31 @@ def test_messages_are_msgpack_plain() -> None:
 
     assert fields["entries"][0]["kind"] == 1
     assert isinstance(fields["type"], int)
+
+
+@pytest.mark.parametrize(
+    ("log_term", "index", "granted"), [(1, 1, False), (1, 2, True), (2, 1, True), (0, 0, False)]
+)
+def test_pre_candidate_refuses_a_competing_pre_vote_of_the_same_tick(
+    log_term: int, index: int, granted: bool
+) -> None:
+    """A pre-candidate whose own round began this tick refuses a pre-vote for the same
+    next term unless the requester's log is more up to date (else both would win and
+    split the vote); a tick later it grants again."""
+    storage = MemoryStorage()
+    storage.append([Entry(1, 1)])
+    storage.set_hard_state(HardState(1, None, 1))
+    n = RaftNode(config(), storage)
+    n.campaign()
+    assert n.role is Role.PRE_CANDIDATE
+    drain(n)
+    pre_vote = Message(MsgType.PRE_VOTE, "2", "1", term=2, log_term=log_term, index=index)
+
+    n.step(pre_vote)
+    (resp,) = msgs(n)
+    n.tick()
+    n.step(pre_vote)
+    (later,) = msgs(n)
+
+    assert (MsgType.PRE_VOTE_RESP, not granted) == (resp.type, resp.reject)
+    assert ((log_term, index) == (0, 0)) is later.reject  # a shorter log: never
