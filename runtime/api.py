@@ -27,9 +27,9 @@ def send(dest: Dest, msg: object) -> None:
     current_node().send(dest, msg)
 
 
-async def send_wait(dest: Dest, msg: object) -> None:
-    """Send *msg*, waiting while the receiver's mailbox is full (backpressure)."""
-    await current_node().send_wait(dest, msg)
+def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
+    """Send *msg*, waiting while the receiver's mailbox is full (backpressure); await it."""
+    return current_node().send_wait(dest, msg)
 
 
 def receive(
