@@ -49,7 +49,6 @@ import collections
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import random
 import sys
@@ -65,9 +64,20 @@ import supervisors
 from runtime import GenServer, Kill, Pid, Ref, RegencyError, ServerExited
 from supervisors import Backoff, ChildSpec, ChildType, Strategy, SupFlags
 
+from .console import (
+    LiveBar,
+    choose_printer,
+    plain_rows,
+    rich_console,
+    rich_header,
+    rich_table,
+    write_json,
+    write_line,
+)
+
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress, TaskID
+
 
 __all__ = [
     "DemoConfig",
@@ -901,8 +911,7 @@ class PlainPrinter:
         self._quarter = 0
 
     def _write(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        write_line(self.out, text)
 
     def header(self, lines: Sequence[str]) -> None:
         """Print the introduction."""
@@ -924,8 +933,7 @@ class PlainPrinter:
         """Print the verification table, the final tree and the verdict."""
         self._write("")
         self._write("verification (from the ledger's records)")
-        for label, value, note in _summary_rows(result):
-            self._write(f"  {label:<29}{value:>7}   {note}".rstrip())
+        plain_rows(self.out, _summary_rows(result), label_width=29, value_width=7)
         self._write("")
         self._write("final tree (which_children / count_children)")
         for line in _tree_lines(result, ascii_only=True):
@@ -942,25 +950,12 @@ class RichPrinter:
     """Colored lines with a live progress bar, for a terminal."""
 
     def __init__(self, console: Console | None = None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.console: Console = console if console is not None else Console(highlight=False)
-        self._progress: Progress = Progress(
-            TextColumn("[bold blue]tasks"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._task: TaskID | None = None
+        self.console: Console = rich_console(console)
+        self._bar = LiveBar(self.console, "tasks", "tasks")
 
     def header(self, lines: Sequence[str]) -> None:
         """Print the introduction."""
-        from rich.text import Text
-
-        for i, line in enumerate(lines):
-            self.console.print(Text(line, style="bold" if i == 0 else ""))
+        rich_header(self.console, lines)
 
     def event(self, t: float, kind: str, text: str) -> None:
         """Print one colored timeline line."""
@@ -977,25 +972,14 @@ class RichPrinter:
 
     def progress(self, done: int, total: int) -> None:
         """Update the live bar."""
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task("tasks", total=total)
-        self._progress.update(self._task, completed=done, total=total)
+        self._bar.update(done, total)
 
     def summary(self, result: DemoResult) -> None:
         """Print the verification table, the final tree and the verdict."""
-        from rich.table import Table
         from rich.text import Text
 
         self.close()
-        table = Table(title="verification (from the ledger's records)", title_justify="left")
-        table.add_column("")
-        table.add_column("", justify="right")
-        table.add_column("", style="dim")
-        for label, value, note in _summary_rows(result):
-            table.add_row(label, value, note)
-        self.console.print()
-        self.console.print(table)
+        rich_table(self.console, "verification (from the ledger's records)", _summary_rows(result))
         self.console.print(Text("final tree (which_children / count_children)", style="italic"))
         for line in _tree_lines(result, ascii_only=False):
             self.console.print(Text("  " + line))
@@ -1005,8 +989,7 @@ class RichPrinter:
 
     def close(self) -> None:
         """Stop the live bar."""
-        if self._task is not None:
-            self._progress.stop()
+        self._bar.stop()
 
 
 @final
@@ -1492,20 +1475,11 @@ def supervision_main(argv: list[str]) -> int:
     if args.workers > 64:
         parser.error("--workers must be at most 64")
     config = DemoConfig(seed=args.seed, tasks=args.tasks, workers=args.workers)
-    printer: Printer
-    if args.plain or not sys.stdout.isatty():
-        printer = PlainPrinter(sys.stdout)
-    else:
-        try:
-            printer = RichPrinter()
-        except ImportError:  # rich is in the cli extra
-            printer = PlainPrinter(sys.stdout)
+    printer: Printer = choose_printer(args.plain, PlainPrinter, RichPrinter)
     import trio
 
     result = trio.run(functools.partial(run_demo, config, printer))
     printer.summary(result)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_json(), f, indent=2, default=str)
-            f.write("\n")
+        write_json(args.json, result.to_json())
     return result.exit_code

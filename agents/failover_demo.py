@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
 import logging
 import shutil
 import signal
@@ -76,9 +75,19 @@ from supervisors.member_app import (
     fetch_audit,
 )
 
+from .console import (
+    LiveBar,
+    choose_printer,
+    plain_rows,
+    rich_console,
+    rich_header,
+    rich_table,
+    write_json,
+    write_line,
+)
+
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress, TaskID
 
 __all__ = [
     "FailoverDemoConfig",
@@ -326,8 +335,7 @@ class PlainFailoverPrinter:
         self._tenth = 0
 
     def _write(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        write_line(self.out, text)
 
     def header(self, lines: Sequence[str]) -> None:
         """Print the introduction."""
@@ -345,8 +353,7 @@ class PlainFailoverPrinter:
         """Print the verification and the verdict."""
         self._write("")
         self._write("verification (from the replicated ledger and the workers' logs)")
-        for label, value, note in summary_rows(result):
-            self._write(f"  {label:<28}{value:>9}   {note}".rstrip())
+        plain_rows(self.out, summary_rows(result), label_width=28, value_width=9)
         self._write("")
         self._write(verdict(result))
 
@@ -359,25 +366,12 @@ class RichFailoverPrinter:
     """Colored timeline lines with a live progress bar, for a terminal."""
 
     def __init__(self, console: Console | None = None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.console: Console = console if console is not None else Console(highlight=False)
-        self._progress: Progress = Progress(
-            TextColumn("[bold blue]jobs done"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._task: TaskID | None = None
+        self.console: Console = rich_console(console)
+        self._bar = LiveBar(self.console, "jobs done", "jobs")
 
     def header(self, lines: Sequence[str]) -> None:
         """Print the introduction."""
-        from rich.text import Text
-
-        for i, line in enumerate(lines):
-            self.console.print(Text(line, style="bold" if i == 0 else ""))
+        rich_header(self.console, lines)
 
     def event(self, t: float, kind: str, text: str) -> None:
         """Print one colored timeline line."""
@@ -389,35 +383,23 @@ class RichFailoverPrinter:
 
     def progress(self, done: int, total: int) -> None:
         """Update the live bar."""
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task("jobs", total=total)
-        self._progress.update(self._task, completed=done, total=total)
+        self._bar.update(done, total)
 
     def summary(self, result: FailoverDemoResult) -> None:
         """Print the verification table and the verdict."""
-        from rich.table import Table
         from rich.text import Text
 
         self.close()
-        table = Table(
-            title="verification (from the replicated ledger and the workers' logs)",
-            title_justify="left",
+        rich_table(
+            self.console,
+            "verification (from the replicated ledger and the workers' logs)",
+            summary_rows(result),
         )
-        table.add_column("")
-        table.add_column("", justify="right")
-        table.add_column("", style="dim")
-        for label, value, note in summary_rows(result):
-            table.add_row(label, value, note)
-        self.console.print()
-        self.console.print(table)
         self.console.print(Text(verdict(result), style="bold green" if result.ok else "bold red"))
 
     def close(self) -> None:
         """Stop the live bar."""
-        if self._task is not None:
-            self._progress.stop()
-            self._task = None
+        self._bar.stop()
 
 
 # --------------------------------------------------------------------------- the run
@@ -964,14 +946,7 @@ def main(argv: list[str]) -> int:
         idempotent=not args.broken_no_idempotency,
         keep=args.keep,
     )
-    printer: FailoverPrinter
-    if args.plain or not sys.stdout.isatty():
-        printer = PlainFailoverPrinter(sys.stdout)
-    else:
-        try:
-            printer = RichFailoverPrinter()
-        except ImportError:  # rich is in the cli extra
-            printer = PlainFailoverPrinter(sys.stdout)
+    printer: FailoverPrinter = choose_printer(args.plain, PlainFailoverPrinter, RichFailoverPrinter)
     import trio
 
     interrupted = False
@@ -985,7 +960,5 @@ def main(argv: list[str]) -> int:
         return 130
     printer.summary(result)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_json(), f, indent=2, default=str)
-            f.write("\n")
+        write_json(args.json, result.to_json())
     return result.exit_code
