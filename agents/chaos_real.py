@@ -92,12 +92,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
 import math
-import os
 import random
 import secrets
 import signal
@@ -114,6 +112,14 @@ import anyio
 import anyio.abc
 import attrs
 import structlog
+
+from supervisors.member_app import (
+    kill_children,
+    log_tail,
+    spawn_child,
+    wait_exit_or_kill,
+    wait_ready_line,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -609,12 +615,6 @@ def check_run(
 # --------------------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 @final
 class _Procs:
     """The run's subprocesses; every address a node gets is a proxy route."""
@@ -668,34 +668,16 @@ class _Procs:
         ]
 
     def spawn(self, name: str) -> None:
-        logf = self._logs.get(name)
-        if logf is None:
-            logf = self._logs[name] = (self.root / f"{name}.log").open("ab")
-        env = {**os.environ, "REGENCY_SECRET": self.secret}
-        here = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
-        self.procs[name] = subprocess.Popen(
-            self.argv(name),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=logf,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        self.procs[name] = spawn_child(self.root, name, self.argv(name), self.secret, self._logs)
         self.killed.discard(name)
         self.stopped.discard(name)
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
-        proc = self.procs[name]
-        assert proc.stdout is not None
-        stdout = proc.stdout
-        with anyio.fail_after(timeout):
-            while True:
-                line = await anyio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
-                if not line:
-                    raise RuntimeError(f"{name} exited before it was ready: {self.tail(name)}")
-                if line.startswith(b"ready "):
-                    return
+        await wait_ready_line(
+            self.procs[name],
+            timeout,
+            lambda: f"{name} exited before it was ready: {self.tail(name)}",
+        )
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
@@ -711,20 +693,10 @@ class _Procs:
             self.stopped.discard(name)
 
     async def reap(self, name: str, timeout: float = 10.0) -> None:
-        proc = self.procs[name]
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                proc.kill()
-            await anyio.sleep(0.01)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        await wait_exit_or_kill(self.procs[name], timeout)
 
     def tail(self, name: str, n: int = 600) -> str:
-        try:
-            return (self.root / f"{name}.log").read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.root / f"{name}.log", n)
 
     async def stop_all(self) -> None:
         """SIGCONT, then SIGTERM every child; SIGKILL what has not exited after 5 s."""
@@ -738,18 +710,7 @@ class _Procs:
 
     def close(self) -> None:
         """SIGKILL every child still running, reap it, close the logs. Idempotent."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    proc.kill()
-        for proc in self.procs.values():
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                with contextlib.suppress(Exception):
-                    proc.stdout.close()
-        for logf in self._logs.values():
-            logf.close()
+        kill_children(self.procs.values(), self._logs.values())
         self._logs.clear()
 
     def _events(self, name: str, event: str) -> Iterable[dict[str, Any]]:

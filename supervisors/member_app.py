@@ -63,7 +63,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, final
 
@@ -444,6 +444,87 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def spawn_child(
+    root: Path, name: str, argv: list[str], secret: str, logs: dict[str, IO[bytes]]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as ``name``: stdout piped, stderr appended to ``ROOT/NAME.log``.
+
+    The log file is opened once per name and kept in ``logs``; the child gets
+    ``REGENCY_SECRET``, this checkout on ``PYTHONPATH`` and, on Linux, SIGKILL when its
+    parent dies.
+    """
+    logf = logs.get(name)
+    if logf is None:
+        logf = logs[name] = (root / f"{name}.log").open("ab")
+    env = {**os.environ, "REGENCY_SECRET": secret}
+    here = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=logf,
+        env=env,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+async def wait_ready_line(
+    proc: subprocess.Popen[bytes], timeout: float, exited: Callable[[], str]
+) -> None:
+    """Return once ``proc`` printed a line starting ``ready ``.
+
+    Raises:
+        RuntimeError: it exited first; the message is ``exited()``.
+        TimeoutError: not ready within ``timeout``.
+    """
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    with anyio.fail_after(timeout):
+        while True:
+            line = await anyio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
+            if not line:
+                raise RuntimeError(exited())
+            if line.startswith(b"ready "):
+                return
+
+
+async def wait_exit_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for ``proc`` to exit, SIGKILL it past ``timeout``; then close its stdout."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+        await anyio.sleep(0.01)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def log_tail(path: Path, n: int) -> str:
+    """The last ``n`` bytes of the log at ``path`` as text; ``""`` if it cannot be read."""
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill_children(procs: Iterable[subprocess.Popen[bytes]], logs: Iterable[IO[bytes]] = ()) -> None:
+    """SIGKILL every process still running (a stopped one too), reap it, close the logs."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+        if proc.stdout is not None:
+            with contextlib.suppress(Exception):
+                proc.stdout.close()
+    for logf in logs:
+        logf.close()
+
+
 def _parse_ts(text: object) -> float | None:
     if not isinstance(text, str):
         return None
@@ -520,20 +601,7 @@ class GroupProcesses:
         """Start ``name`` (again: a member recovers from its data directory)."""
         if self._closed:
             raise RuntimeError("the group's processes were closed")
-        logf = self._logs.get(name)
-        if logf is None:
-            logf = self._logs[name] = (self.root / f"{name}.log").open("ab")
-        env = {**os.environ, "REGENCY_SECRET": self.secret}
-        here = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
-        self.procs[name] = subprocess.Popen(
-            self.argv(name),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=logf,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        self.procs[name] = spawn_child(self.root, name, self.argv(name), self.secret, self._logs)
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         """Return once ``name`` printed its ready line.
@@ -542,16 +610,9 @@ class GroupProcesses:
             RuntimeError: it exited first (the message holds the end of its log).
             TimeoutError: not ready within ``timeout``.
         """
-        proc = self.procs[name]
-        assert proc.stdout is not None
-        stdout = proc.stdout
-        with anyio.fail_after(timeout):
-            while True:
-                line = await anyio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
-                if not line:
-                    raise RuntimeError(f"{name} exited: {self.log_tail(name)}")
-                if line.startswith(b"ready "):
-                    return
+        await wait_ready_line(
+            self.procs[name], timeout, lambda: f"{name} exited: {self.log_tail(name)}"
+        )
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start every member and worker; return once each is ready."""
@@ -573,14 +634,7 @@ class GroupProcesses:
 
     async def wait_exit(self, name: str, timeout: float = 10.0) -> None:
         """Wait for ``name`` to exit; SIGKILL it past ``timeout``."""
-        proc = self.procs[name]
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                proc.kill()
-            await anyio.sleep(0.01)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        await wait_exit_or_kill(self.procs[name], timeout)
 
     async def restart(self, name: str, timeout: float = 30.0) -> None:
         """Restart ``name`` once it has exited; return once it is ready."""
@@ -590,28 +644,14 @@ class GroupProcesses:
 
     def log_tail(self, name: str, n: int = 800) -> str:
         """The end of ``name``'s log (for error messages)."""
-        try:
-            return (self.root / f"{name}.log").read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.root / f"{name}.log", n)
 
     def close(self) -> None:
         """SIGKILL every child still running (a stopped one too), reap it. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    proc.kill()
-        for proc in self.procs.values():
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                with contextlib.suppress(Exception):
-                    proc.stdout.close()
-        for logf in self._logs.values():
-            logf.close()
+        kill_children(self.procs.values(), self._logs.values())
 
     def __enter__(self) -> GroupProcesses:
         return self
