@@ -13,7 +13,10 @@ Ordering and delivery
     buffer meanwhile; to a node with no known address it is discarded (a dead letter),
     and links and monitors on that node fire with ``NoConnection``. If the connection
     attempt fails, the buffered messages are discarded and links and monitors on that
-    node fire with ``NoConnection``.
+    node fire with ``NoConnection``; until :data:`REDIAL_MIN` seconds later (doubling
+    with each failure up to :data:`REDIAL_MAX`) the node is treated as unreachable
+    rather than dialled again for every message, so a dead peer costs one attempt per
+    backoff, not one per send. ``connect`` and ``wait_connected`` dial at once.
 
 One connection per pair
     When two nodes dial each other at the same time, the connection dialled by the
@@ -114,6 +117,12 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dials"
 _ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
+REDIAL_MIN: Final = 0.05
+"""Seconds before a peer whose connection attempt failed is dialled again on demand."""
+
+REDIAL_MAX: Final = 2.0
+"""The longest such wait: it doubles after each failed attempt, up to this."""
+
 _REDIAL_PAUSE: Final = 0.05  # seconds wait_connected waits after a failed attempt
 _FOREVER: Final = float("inf")
 
@@ -149,6 +158,7 @@ class _Peer:
 
     __slots__ = (
         "address",
+        "backoff",
         "buf",
         "changed",
         "conn",
@@ -157,6 +167,7 @@ class _Peer:
         "encoder",
         "failed",
         "name",
+        "retry_at",
         "rooms",
         "waiting",
     )
@@ -171,6 +182,8 @@ class _Peer:
         self.dialing = False  # a connection attempt of ours is under way
         self.waiting = False  # ours was declined: the peer's own attempt is awaited
         self.failed = False  # the last attempt failed
+        self.backoff = 0.0  # seconds to wait after the last failed attempt
+        self.retry_at = 0.0  # no dial on demand before this time (after a failure)
         self.rooms: deque[_Room] = deque()
         self.changed: anyio.Event | None = None
 
@@ -523,6 +536,10 @@ class Distribution:
         if not peer.connected and not peer.busy:
             if peer.address is None:
                 return None
+            if peer.retry_at:  # the last attempt failed: wait out the backoff
+                assert self.node._backend is not None
+                if self.node._backend.current_time() < peer.retry_at:
+                    return None
             self._dial_soon(peer)
         return peer
 
@@ -614,7 +631,15 @@ class Distribution:
             self._dial_failed(peer, e)
 
     def _dial_failed(self, peer: _Peer, e: Exception) -> None:
-        self._log.warning("connect_failed", peer=peer.name, error=str(e) or type(e).__name__)
+        peer.backoff = min(REDIAL_MAX, max(REDIAL_MIN, peer.backoff * 2))
+        assert self.node._backend is not None
+        peer.retry_at = self.node._backend.current_time() + peer.backoff
+        self._log.warning(
+            "connect_failed",
+            peer=peer.name,
+            error=str(e) or type(e).__name__,
+            retry_in=round(peer.backoff, 3),
+        )
         if not peer.connected and not peer.busy:
             peer.failed = True
             self._lost(peer, f"connect failed: {e}")
@@ -803,6 +828,7 @@ class Distribution:
             self._log.info("peer_restarted", peer=peer.name, creation=result.creation)
         peer.creation = result.creation
         peer.failed = False
+        peer.backoff = peer.retry_at = 0.0
         conn = peer.conn = _Conn(dialled)
         if first:
             peer.buf[:0] = first
