@@ -36,13 +36,19 @@ async def test_processes_of_a_stopping_node_send_their_downs() -> None:
             srv = await b.start_server(Server, name="srv")
             assert await a.call(srv, "x") == "fine"
 
+            monitoring = anyio.Event()
+
             async def watch() -> None:
                 runtime.monitor(srv)
+                # One connection, FIFO: once this call is answered, b holds the monitor.
+                assert await runtime.call(srv, "x") == "fine"
+                monitoring.set()
                 got.append(await runtime.receive())
                 done.set()
 
             a.spawn(watch)
-            await anyio.sleep(0.1)
+            with anyio.fail_after(10):
+                await monitoring.wait()
         with anyio.fail_after(10):
             await done.wait()
         assert got[0].reason == Shutdown("node_stopped")
