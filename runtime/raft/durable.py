@@ -1,9 +1,9 @@
-"""Durable Raft storage on a segmented record file, and group commit.
+"""Durable Raft storage on a segmented record file.
 
 :class:`DurableStorage` implements the core's :class:`~runtime.raft.core.Storage` protocol
 plus the writes a driver makes for each :class:`~runtime.raft.core.Ready`, with the same
-answers and errors as :class:`~runtime.raft.core.MemoryStorage`. :class:`GroupCommitter`
-lets many concurrent writers share one fsync.
+answers and errors as :class:`~runtime.raft.core.MemoryStorage`. Group commit is the
+driver's (:mod:`runtime.raft.driver`): one fsync covers every write of a turn.
 
 **Layout.** A directory holds the log segments (``*.wal``, see
 :mod:`runtime.raft.records`) and the latest snapshot in a file ``snapshot``. The log is
@@ -55,10 +55,8 @@ import os
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar, final
+from typing import Any, final
 
-import anyio
-import anyio.to_thread
 import msgpack
 import structlog
 
@@ -74,13 +72,12 @@ from .records import (
     DEFAULT_SEGMENT_BYTES,
     FsyncFn,
     LogCorrupted,
-    LogFailed,
     RecordLog,
     read_atomic,
     write_atomic,
 )
 
-__all__ = ["DurableStorage", "GroupCommitter"]
+__all__ = ["DurableStorage"]
 
 log = structlog.get_logger("runtime.raft.durable")
 
@@ -431,7 +428,7 @@ class DurableStorage:
     def begin_sync(self) -> Callable[[], None]:
         """Start a sync; the returned function makes every write made before this call
         durable, and may run in a worker thread while this storage keeps being used on
-        the owner's thread (for :class:`GroupCommitter`). Call it exactly once.
+        the owner's thread (the driver's fsync runs so). Call it exactly once.
         """
         return self._rlog.begin_sync()
 
@@ -453,85 +450,3 @@ class DurableStorage:
     def __exit__(self, *exc: object) -> None:
         """Close the storage (without syncing)."""
         self.close()
-
-
-T = TypeVar("T")
-
-
-@final
-class GroupCommitter(Generic[T]):
-    """Many concurrent writers, one fsync per round.
-
-    ``await committer.append_and_sync(item)`` calls ``write(item)`` at once, on the
-    caller's thread (so the item is visible to readers and ordered by call order), then
-    returns once a sync that started after that write has completed. Syncs run one at a
-    time in a worker thread (``anyio.to_thread.run_sync``), so the event loop keeps
-    running; every write made while one runs is covered by the next, which the first of
-    its waiters starts. With N writers arriving together that is about two fsyncs, not N.
-
-    ``begin_sync`` is called on the event loop and returns the function to run in the
-    thread (:meth:`RecordLog.begin_sync` and :meth:`DurableStorage.begin_sync` fit).
-
-    Cancellation: a cancelled caller stops waiting; its item stays written and is made
-    durable by a later round. A sync in progress is not abandoned: the thread finishes
-    and its round still counts for the other waiters.
-
-    Failure: if a sync raises, every waiter of that round and every later call raises
-    :class:`LogFailed` (the storage cannot be trusted after a failed fsync).
-    """
-
-    def __init__(
-        self, write: Callable[[T], object], begin_sync: Callable[[], Callable[[], None]]
-    ) -> None:
-        """Wrap a writer and a sync starter; see the class docstring."""
-        self._write = write
-        self._begin_sync = begin_sync
-        self._written = 0
-        self._synced = 0
-        self._in_flight = False
-        self._round_done = anyio.Event()
-        self._failed: BaseException | None = None
-        self.rounds = 0
-        """Number of completed sync rounds (each is one ``begin_sync`` job)."""
-
-    async def append_and_sync(self, item: T) -> None:
-        """Write ``item`` now and return when it is durable.
-
-        Raises:
-            LogFailed: a sync failed (now or earlier).
-            Exception: whatever ``write`` raises (then nothing is waited for).
-        """
-        self._check()
-        self._write(item)
-        self._written += 1
-        ticket = self._written
-        while self._synced < ticket:
-            self._check()
-            if self._in_flight:
-                await self._round_done.wait()
-            else:
-                await self._run_round()
-
-    async def _run_round(self) -> None:
-        self._in_flight = True
-        target = self._written
-        try:
-            # Shielded: once begin_sync has claimed the dirty files, its job must run, or
-            # the writes it claimed would never be fsynced.
-            with anyio.CancelScope(shield=True):
-                job = self._begin_sync()
-                await anyio.to_thread.run_sync(job)
-        except (LogFailed, OSError) as exc:
-            self._failed = exc
-            raise
-        else:
-            self._synced = max(self._synced, target)
-            self.rounds += 1
-        finally:
-            done, self._round_done = self._round_done, anyio.Event()
-            self._in_flight = False
-            done.set()
-
-    def _check(self) -> None:
-        if self._failed is not None:
-            raise LogFailed("an earlier sync failed") from self._failed

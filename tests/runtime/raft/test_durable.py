@@ -1,11 +1,10 @@
 """DurableStorage answers as MemoryStorage does, keeps what was synced across reopen and
-crashes, and GroupCommitter shares one fsync among many writers."""
+crashes (group commit is tested with the driver, in test_driver.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -15,7 +14,6 @@ from typing import Any
 
 import msgpack
 import pytest
-import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -29,8 +27,8 @@ from runtime.raft.core import (
     MemoryStorage,
     Snapshot,
 )
-from runtime.raft.durable import DurableStorage, GroupCommitter
-from runtime.raft.records import LogCorrupted, LogFailed, RecordLog, write_atomic
+from runtime.raft.durable import DurableStorage
+from runtime.raft.records import LogCorrupted, RecordLog, write_atomic
 
 Storage = DurableStorage | MemoryStorage
 
@@ -339,134 +337,6 @@ def counting_fsync(delay: float = 0.0) -> tuple[Callable[[int], None], list[int]
             calls.append(fd)
 
     return fsync, calls
-
-
-class TestGroupCommit:
-    async def test_concurrent_appenders_share_fsyncs(self, tmp_path: Path) -> None:
-        """64 writers arriving together are served by a few fsyncs, and every record is
-        durable."""
-        fsync, calls = counting_fsync(delay=0.01)
-        rlog = RecordLog.open(tmp_path, fsync=fsync)
-        committer: GroupCommitter[list[bytes]] = GroupCommitter(rlog.append_many, rlog.begin_sync)
-        before = len(calls)
-
-        async with trio.open_nursery() as nursery:
-            for i in range(64):
-                nursery.start_soon(committer.append_and_sync, [b"rec%d" % i])
-        rlog.close()
-        seen: list[bytes] = []
-        RecordLog.open(tmp_path, visit=lambda _p, b: seen.append(b)).close()
-
-        assert sorted(b"rec%d" % i for i in range(64)) == sorted(seen)
-        assert len(calls) - before <= 4
-        assert committer.rounds <= 4
-
-    async def test_each_writer_returns_after_a_sync_covering_it(self, tmp_path: Path) -> None:
-        """append_and_sync returns only once an fsync that started after its write ended."""
-        synced_size = 0
-
-        def fsync(fd: int) -> None:
-            nonlocal synced_size
-            info = os.fstat(fd)
-            time.sleep(0.002)
-            os.fsync(fd)
-            if stat.S_ISREG(info.st_mode):  # not the directory
-                synced_size = max(synced_size, info.st_size)
-
-        rlog = RecordLog.open(tmp_path, fsync=fsync)
-        committer: GroupCommitter[bytes] = GroupCommitter(rlog.append, rlog.begin_sync)
-        violations: list[int] = []
-
-        async def checked_writer(i: int) -> None:
-            for _ in range(5):
-                await trio.sleep(0.001 * (i % 3))
-                payload = b"y" * (i + 1)
-                rlog_end_before = rlog.size_bytes
-                await committer.append_and_sync(payload)
-                if synced_size < rlog_end_before + 8 + len(payload):
-                    violations.append(i)
-
-        async with trio.open_nursery() as nursery:
-            for i in range(16):
-                nursery.start_soon(checked_writer, i)
-        rlog.close()
-
-        assert violations == []
-        assert committer.rounds < 80
-
-    async def test_event_loop_runs_during_fsync(self, tmp_path: Path) -> None:
-        """The fsync runs in a worker thread: other tasks keep running meanwhile."""
-        fsync, _ = counting_fsync(delay=0.05)
-        rlog = RecordLog.open(tmp_path, fsync=fsync)
-        committer: GroupCommitter[bytes] = GroupCommitter(rlog.append, rlog.begin_sync)
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await trio.sleep(0.005)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker)
-            await committer.append_and_sync(b"slow")
-            nursery.cancel_scope.cancel()
-        rlog.close()
-
-        assert ticks >= 5
-
-    async def test_failed_fsync_fails_every_waiter(self, tmp_path: Path) -> None:
-        """A failed sync raises LogFailed in all its waiters and in later calls."""
-        fail = threading.Event()
-
-        def fsync(fd: int) -> None:
-            if fail.is_set():
-                time.sleep(0.01)
-                raise OSError(5, "EIO")
-            os.fsync(fd)
-
-        rlog = RecordLog.open(tmp_path, fsync=fsync)
-        committer: GroupCommitter[bytes] = GroupCommitter(rlog.append, rlog.begin_sync)
-        fail.set()
-        errors: list[BaseException] = []
-
-        async def writer() -> None:
-            try:
-                await committer.append_and_sync(b"doomed")
-            except LogFailed as exc:
-                errors.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(8):
-                nursery.start_soon(writer)
-
-        assert len(errors) == 8
-        with pytest.raises(LogFailed):
-            await committer.append_and_sync(b"later")
-        rlog.close()
-
-    async def test_raft_entries_through_group_commit(self, tmp_path: Path) -> None:
-        """Concurrent proposals appended to DurableStorage through one committer are all
-        there, in index order, after reopen."""
-        fsync, calls = counting_fsync(delay=0.005)
-        s = DurableStorage.open(tmp_path, fsync=fsync)
-        committer: GroupCommitter[list[Entry]] = GroupCommitter(s.append, s.begin_sync)
-        before = len(calls)
-
-        async def propose(k: int) -> None:
-            await trio.sleep(0.0001 * (k % 4))
-            index = s.last_index() + 1  # no checkpoint between this and the write
-            await committer.append_and_sync([Entry(1, index, EntryKind.NORMAL, b"%d" % k)])
-
-        async with trio.open_nursery() as nursery:
-            for k in range(100):
-                nursery.start_soon(propose, k)
-        s = reopen(s)
-
-        assert s.last_index() == 100
-        assert list(range(1, 101)) == [e.index for e in s.entries(1, 101)]
-        assert len(calls) - before < 30
-        s.close()
 
 
 def test_damaged_entry_record_is_reported_on_read(tmp_path: Path) -> None:
