@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import NoProcError, ProcessExit
+from .errors import ProcessExit
 from .messages import Down, From, TimerRef
 from .node import Dest, Node, current_node, current_process
 from .pid import Name, Pid, Ref
@@ -174,7 +174,6 @@ def node() -> Node:
 
 
 __all__ = [
-    "NoProcError",
     "call",
     "cancel_timer",
     "cast",

@@ -176,5 +176,5 @@ async def start_server(
         node.exit(pid, KILL)
         raise StartFailed(Shutdown("init_timeout")) from None
     finally:
-        node._close_slot(ref, pid, None)
+        node._close_slot(ref, pid)
     return pid

@@ -855,7 +855,7 @@ class Node:
                 self.send(target, Call(ref, request, caller_pid))
             return await self._wait_slot(slot, timeout)
         finally:
-            self._close_slot(ref, target, caller)
+            self._close_slot(ref, target)
 
     async def _call_local(
         self, target: Pid, request: object, caller: Pid | None, timeout: float | None
@@ -889,7 +889,7 @@ class Node:
         self._pending[ref.serial] = slot
         return ref, slot
 
-    def _close_slot(self, ref: Ref, target: Pid | Name, caller: Process | None) -> None:
+    def _close_slot(self, ref: Ref, target: Pid | Name) -> None:
         del self._pending[ref.serial]
         self._demonitor(ref, target, None)
 
