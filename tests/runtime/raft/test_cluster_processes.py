@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -169,14 +168,14 @@ async def test_acknowledged_writes_survive_a_leader_crash_and_a_handover(tmp_pat
 
             # A graceful stop of the leader hands leadership over.
             leader, term = await leader_of(probe, MEMBERS)
-            started = time.monotonic()
             cluster.procs[leader].send_signal(signal.SIGTERM)
             others = [m for m in MEMBERS if m != leader]
             _, new_term = await leader_of(probe, others)
-            handover = time.monotonic() - started
             assert new_term > term
-            assert handover < 5.0, (handover, cluster.log(leader))
             assert cluster.procs[leader].wait(timeout=BOUND) == 0, cluster.log(leader)
+            # handed over, not left to an election timeout
+            whole_log = (cluster.root / f"{leader}.log").read_text(errors="replace")
+            assert '"leadership_transfer_started"' in whole_log, cluster.log(leader)
             result: dict[str, Any] = await KVClient(node, others).put("after", 1, deadline=BOUND)
             assert result["duplicate"] is False
     finally:
