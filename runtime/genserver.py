@@ -94,6 +94,9 @@ class GenServer:
         """Clean up before the server stops; the default does nothing."""
 
 
+_DEFAULT_TERMINATE: Final = GenServer.terminate
+
+
 async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> None:
     proc = current_process()
     node = proc.node
@@ -130,7 +133,9 @@ async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> No
         reason = proc._pending or Shutdown("cancelled")
         raise
     finally:
-        if not isinstance(reason, Killed):
+        # The default terminate does nothing: skip its two cancel scopes, which were a
+        # tenth of a supervised restart.
+        if type(server).terminate is not _DEFAULT_TERMINATE and not isinstance(reason, Killed):
             with anyio.CancelScope(shield=True), anyio.move_on_after(TERMINATE_TIMEOUT):
                 try:
                     await server.terminate(reason)

@@ -68,6 +68,7 @@ that does nothing: empty lists, the history unchanged, label ``stale_exit``.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import random
 from collections.abc import Mapping, Sequence
@@ -326,8 +327,10 @@ def _restart(
     rng: random.Random,
     label: Label,
 ) -> Plan:
-    threshold = now - flags.period
-    restarts = (*(t for t in history.restarts if t >= threshold), now)
+    # ``restarts`` is oldest first and ``now`` never decreases: one bisect finds the
+    # first restart still inside the period, and the copy is a C-level slice.
+    kept = history.restarts[bisect.bisect_left(history.restarts, now - flags.period) :]
+    restarts = (*kept, now)
     history = attrs.evolve(history, restarts=restarts)
     if len(restarts) > flags.intensity:
         return Plan(
