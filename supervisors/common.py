@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, Generic, NoReturn, TypeVar
 
 import attrs
@@ -242,29 +242,34 @@ class _StartError(Exception):
         self.reason = reason
 
 
-async def _invoke_start(spec: ChildSpec) -> Pid | None:
+async def _invoke_start(spec: ChildSpec, log: Any) -> Pid | None:
     """Run ``spec.start(*spec.args)`` in the calling (supervisor) process.
 
     Returns the child's pid, linked to the caller, or None for *ignore*.
 
     Raises:
-        _StartError: the start raised, or returned something that is not a pid.
+        _StartError: the start raised, or returned something that is not a pid; logged
+            as ``start_error`` on *log*.
     """
+    reason: ExitReason
     try:
         result: Any = spec.start(*spec.args)
         if inspect.isawaitable(result):
             result = await result
     except _RuntimeStartFailed as e:
-        raise _StartError(e.reason) from None
+        reason = e.reason
     except Exception as e:
-        raise _StartError(Crashed.from_exception(e)) from None
-    if result is None:
-        return None
-    if not isinstance(result, Pid):
+        reason = Crashed.from_exception(e)
+    else:
+        if result is None:
+            return None
+        if isinstance(result, Pid):
+            runtime.link(result)
+            return result
         bad = TypeError(f"start of child {spec.id!r} returned {result!r}, not a Pid or None")
-        raise _StartError(Crashed.from_exception(bad))
-    runtime.link(result)
-    return result
+        reason = Crashed.from_exception(bad)
+    log.error("start_error", child_id=spec.id, offender=spec.id, reason=str(reason))
+    raise _StartError(reason) from None
 
 
 _NODE_STOPPED = Shutdown("node_stopped")
@@ -414,13 +419,9 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
     async def _handle(self, request: Any) -> Any:
         raise NotImplementedError
 
-    async def _start_logged(self, spec: ChildSpec) -> Pid | None:
+    def _start_logged(self, spec: ChildSpec) -> Coroutine[Any, Any, Pid | None]:
         """Start the child of *spec*. Raises _StartError (logged ``start_error``)."""
-        try:
-            return await _invoke_start(spec)
-        except _StartError as e:
-            self._log.error("start_error", child_id=spec.id, offender=spec.id, reason=str(e.reason))
-            raise
+        return _invoke_start(spec, self._log)
 
     def _report_shutdown(self, spec: ChildSpec, reason: ExitReason) -> None:
         """Log ``shutdown_error`` if the child stopped with an unexpected *reason*.

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ClassVar, TypeAlias, final
 
 import anyio
@@ -82,7 +82,7 @@ import anyio
 import runtime
 from runtime.errors import ServerExited
 from runtime.errors import StartFailed as _RuntimeStartFailed
-from runtime.genserver import GenServer, Stop
+from runtime.genserver import GenServer, Stop, start_server
 from runtime.messages import Exit
 from runtime.node import Node, current_node
 from runtime.pid import Name, Pid
@@ -666,10 +666,12 @@ def _spawn_worker(fn: Callable[..., Awaitable[Any]], name: str | None, *args: An
     return runtime.spawn_link(fn, *args, name=name)
 
 
-async def _start_gen_server(
+def _start_gen_server(
     cls: type[GenServer], name: str | None, timeout: float | None, *args: Any
-) -> Pid:
-    return await runtime.start_server(cls, *args, link=True, name=name, timeout=timeout)
+) -> Coroutine[Any, Any, Pid]:
+    # Returns GenServer's start coroutine itself, not a wrapper around it: every await
+    # frame between the supervisor and the parked start is resumed on each switch.
+    return start_server(current_node(), cls, *args, link=True, name=name, timeout=timeout)
 
 
 def worker_spec(
