@@ -9,14 +9,16 @@
 %%
 %% This module is both a real OTP supervisor callback module (init({sup, ...})) and the
 %% gen_server of its children (init(worker)): one module, as an escript holds one.
-%% A child crashes itself on the cast `crash` (erlang:error(crash)); "replacement
-%% answering" is a gen_server:call to the pid which_children reports after the crash.
+%% Child I is registered as bench_cI and crashes itself on the cast `crash`
+%% (erlang:error(crash)); "replacement answering" is the first gen_server:call to the
+%% name that gets a reply, retried after one erlang:yield() while it fails (the old
+%% child died, or the name is between lives): the same job regency and triotp do.
 %% Crash reports are filtered out (logger level none), as regency's and triotp's are
 %% in the same run, so that no peer pays for printing them.
 -module(supervision_erlang).
 -mode(compile).
 -behaviour(supervisor).
--export([main/1, init/1, handle_call/3, handle_cast/2, start_worker/0]).
+-export([main/1, init/1, handle_call/3, handle_cast/2, start_worker/1]).
 
 -define(INTENSITY, 1000000000).
 -define(PERIOD, 1).
@@ -68,31 +70,32 @@ stop_sup(Sup) ->
 latencies(Strategy, Children, Ix, Restarts) ->
     Sup = start_sup(Strategy, Children),
     try
-        restart_loop(Sup, Ix, child(Sup, Ix), Restarts, [])
+        Name = name(Ix),
+        answered(Name),
+        restart_loop(Name, Restarts, [])
     after
         stop_sup(Sup)
     end.
 
-restart_loop(_, _, _, 0, Acc) -> lists:reverse(Acc);
-restart_loop(Sup, Ix, Pid, K, Acc) ->
-    Ref = monitor(process, Pid),
+restart_loop(_, 0, Acc) -> lists:reverse(Acc);
+restart_loop(Name, K, Acc) ->
     T0 = now_ns(),
-    gen_server:cast(Pid, crash),
-    receive {'DOWN', Ref, process, Pid, _} -> ok end,
-    New = new_child(Sup, Ix, Pid),
-    pong = gen_server:call(New, ping),
+    gen_server:cast(Name, crash),
+    answered(Name),
     T1 = now_ns(),
-    restart_loop(Sup, Ix, New, K - 1, [(T1 - T0) / 1000 | Acc]).
+    restart_loop(Name, K - 1, [(T1 - T0) / 1000 | Acc]).
+
+answered(Name) ->
+    case catch gen_server:call(Name, ping) of
+        pong -> ok;
+        {'EXIT', _} -> erlang:yield(), answered(Name)
+    end.
+
+name(Ix) -> list_to_atom("bench_c" ++ integer_to_list(Ix)).
 
 child(Sup, Ix) ->
     {Ix, Pid, worker, _} = lists:keyfind(Ix, 1, supervisor:which_children(Sup)),
     Pid.
-
-new_child(Sup, Ix, Old) ->
-    case lists:keyfind(Ix, 1, supervisor:which_children(Sup)) of
-        {Ix, New, _, _} when is_pid(New), New =/= Old -> New;
-        _ -> new_child(Sup, Ix, Old)
-    end.
 
 %% One-for-all over N children: crash child 0, time until which_children reports N new
 %% pids and the last of them answers a call.
@@ -120,12 +123,12 @@ all_new(Sup, Old, N) ->
         _ -> all_new(Sup, Old, N)
     end.
 
-start_worker() -> gen_server:start_link(?MODULE, worker, []).
+start_worker(Name) -> gen_server:start_link({local, Name}, ?MODULE, worker, []).
 
 %% supervisor callback (a {sup, ...} argument) and gen_server callback (worker).
 init({sup, Strategy, Children}) ->
     Flags = #{strategy => Strategy, intensity => ?INTENSITY, period => ?PERIOD},
-    Specs = [#{id => I, start => {?MODULE, start_worker, []}, shutdown => 5000}
+    Specs = [#{id => I, start => {?MODULE, start_worker, [name(I)]}, shutdown => 5000}
              || I <- lists:seq(0, Children - 1)],
     {ok, {Flags, Specs}};
 init(worker) ->
