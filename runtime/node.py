@@ -450,13 +450,22 @@ class Node:
             for rec in list(proc.watchers.values()):
                 self._fire_down(rec, reason)
         if isinstance(reason, Crashed):
+            # A local crash is logged with exc_info, not a formatted traceback:
+            # structlog renders it only when the event passes the level filter
+            # (format_exc_info, dict_tracebacks, or the console renderer), so a
+            # filtered crash report costs no formatting. A crash that came over the
+            # wire has only the sender's text.
             self._log.error(
                 "process_crashed",
                 pid=str(proc.pid),
                 name=proc.name,
                 reason=str(reason),
-                traceback=reason.traceback,
                 dropped_messages=len(left),
+                **(
+                    {"exc_info": reason.exc}
+                    if reason.exc is not None
+                    else {"traceback": reason.traceback}
+                ),
             )
         elif not reason.is_orderly:
             self._log.info("process_exited", pid=str(proc.pid), name=proc.name, reason=str(reason))

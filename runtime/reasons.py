@@ -84,31 +84,57 @@ class Killed(ExitReason):
         return "killed"
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, eq=False)
 class Crashed(ExitReason):
     """An uncaught exception ended the process.
 
     ``exc`` is the exception itself, present only on the node where it was raised and
-    ignored by equality; ``kind``, ``message`` and ``traceback`` travel.
+    ignored by equality; ``kind``, ``message`` and ``traceback`` travel. A reason made
+    by :meth:`from_exception` formats its traceback on first use, so a crash nobody
+    reads (a filtered crash report, a restart) does not pay for it.
     """
 
     kind: str
     message: str
-    traceback: str = ""
-    exc: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    _traceback: str | None = attrs.field(default="", alias="traceback", repr=False)
+    exc: BaseException | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Crashed:
-        """Capture *exc* with its traceback (computed once per exception, then reused)."""
+        """Capture *exc* (one reason per exception, then reused)."""
         cached = getattr(exc, "_regency_crashed", None)
         if type(cached) is cls:
             return cached
-        crashed = cls(type(exc).__qualname__, str(exc), _format_traceback(exc), exc)
+        crashed = cls(type(exc).__qualname__, str(exc), None, exc)
         try:
             exc._regency_crashed = crashed  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - exceptions with __slots__
             pass
         return crashed
+
+    @property
+    def traceback(self) -> str:
+        """The traceback as text ("" when unknown)."""
+        text = self._traceback
+        if text is None:
+            text = _format_traceback(self.exc) if self.exc is not None else ""
+            object.__setattr__(self, "_traceback", text)
+        return text
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Crashed:
+            return NotImplemented
+        return (self.kind, self.message, self.traceback) == (
+            other.kind,
+            other.message,
+            other.traceback,
+        )
+
+    def __hash__(self) -> int:
+        return hash((Crashed, self.kind, self.message))
+
+    def __repr__(self) -> str:
+        return f"Crashed(kind={self.kind!r}, message={self.message!r})"
 
     def __str__(self) -> str:
         return f"{self.kind}({self.message})"

@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 import runtime
@@ -153,7 +154,10 @@ class TestExitReasons:
                 assert crash[0]["node"] == "n1"
                 assert crash[0]["log_level"] == "error"
                 assert "ValueError" in crash[0]["reason"]
-                assert "boom" in crash[0]["traceback"]
+                assert isinstance(crash[0]["exc_info"], ValueError)
+                rendered = structlog.processors.format_exc_info(None, "error", dict(crash[0]))
+                assert "Traceback" in rendered["exception"]
+                assert 'raise ValueError("boom")' in rendered["exception"]
 
         run(scenario)
         reason = got[0].reason
