@@ -29,12 +29,12 @@ import structlog
 
 import runtime
 from runtime import wire
-from runtime.errors import ReceiveTimeout
+from runtime.errors import CallTimeout, ReceiveTimeout, ServerExited
 from runtime.errors import StartFailed as _RuntimeStartFailed
 from runtime.genserver import GenServer, Stop
 from runtime.messages import Down, Exit
 from runtime.node import Node, current_node
-from runtime.pid import Name, Pid, Ref
+from runtime.pid import Name, Pid
 from runtime.reasons import KILL, SHUTDOWN, Crashed, ExitReason, Killed, NoProc, Normal, Shutdown
 
 from .errors import (
@@ -285,10 +285,6 @@ def _shutdown_ok(spec: ChildSpec, reason: ExitReason) -> bool:
     return spec.restart is not Restart.PERMANENT and isinstance(reason, Normal | Shutdown)
 
 
-def _is_down(ref: Ref) -> Callable[[Any], bool]:
-    return lambda m: type(m) is Down and m.ref == ref
-
-
 async def _unlink_flush(pid: Pid, reason: ExitReason) -> ExitReason:
     """Unlink *pid* and drop its pending Exit message (OTP's ``unlink_flush``).
 
@@ -305,22 +301,38 @@ async def _unlink_flush(pid: Pid, reason: ExitReason) -> ExitReason:
 
 async def _shutdown_child(pid: Pid, shutdown: ShutdownTimeout) -> ExitReason:
     """Stop one child by the shutdown protocol; return the reason it ended with."""
-    ref = runtime.monitor(pid)
+    node = current_node()
     if shutdown is BRUTAL_KILL:
-        runtime.send_exit(pid, KILL)
-        down = await runtime.receive(_is_down(ref))
+        reason = await _exit_and_wait(node, pid, KILL, None)
     else:
-        runtime.send_exit(pid, SHUTDOWN)
-        if shutdown is INFINITY:
-            down = await runtime.receive(_is_down(ref))
-        else:
-            assert isinstance(shutdown, int | float)
-            try:
-                down = await runtime.receive(_is_down(ref), timeout=shutdown)
-            except ReceiveTimeout:
-                runtime.send_exit(pid, KILL)
-                down = await runtime.receive(_is_down(ref))
-    return await _unlink_flush(pid, down.reason)
+        timeout = None if shutdown is INFINITY else shutdown
+        assert timeout is None or isinstance(timeout, int | float)
+        try:
+            reason = await _exit_and_wait(node, pid, SHUTDOWN, timeout)
+        except CallTimeout:
+            reason = await _exit_and_wait(node, pid, KILL, None)
+    return await _unlink_flush(pid, reason)
+
+
+async def _exit_and_wait(
+    node: Node, pid: Pid, signal: ExitReason, timeout: float | None
+) -> ExitReason:
+    """Send *pid* the exit *signal* from this process and return the reason it ended with.
+
+    The wait is a call slot failed by a monitor, as a GenServer call waits for a dead
+    server: no ``Down`` in the supervisor's mailbox to scan for, and the timeout is a
+    deadline on the node's heap rather than a cancel scope. Raises CallTimeout.
+    """
+    ref, slot = node._open_slot(None, pid)
+    try:
+        if not slot.done:
+            runtime.send_exit(pid, signal)  # from us: a child supervisor checks its parent
+        await node._wait_slot(slot, timeout)
+    except ServerExited as e:
+        return e.reason
+    finally:
+        node._close_slot(ref, pid)
+    raise AssertionError(f"the monitor slot of {pid} got a value")
 
 
 def _make_rng(node: Node, pid: Pid) -> random.Random:
