@@ -956,12 +956,14 @@ class Distribution:
         node = self.node
         me = node.name
         deliver = node.deliver
+        deliver_many = node.deliver_many
         backend = node._backend
         assert backend is not None
         clock = backend.current_time
         receive = _stream_io(stream, backend)[1]
-        feed = decoder.feed
+        feed = decoder.feed_runs
         send_op = wire.Send
+        send_run = wire.SendRun
         checked: Pid | None = None  # the last pid found to be on this node
         data = first
         while True:
@@ -969,7 +971,14 @@ class Distribution:
                 # Time spent here (a full mailbox stops the reader) is not silence.
                 conn.received_at = _FOREVER
                 for op in feed(data):
-                    if type(op) is send_op:
+                    if type(op) is send_run:
+                        pid = op[0]
+                        if pid is not checked:
+                            if pid.node != me:
+                                raise ProtocolError(f"SEND to {pid}, which is not on {me}")
+                            checked = pid
+                        await deliver_many(pid, op[1])
+                    elif type(op) is send_op:
                         to = op[0]
                         if to is not checked:
                             if type(to) is Pid:

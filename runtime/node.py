@@ -31,6 +31,7 @@ import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
+from itertools import islice
 from typing import Any, Protocol, final
 
 import anyio
@@ -814,6 +815,26 @@ class Node:
             mb.put(msg)
         else:
             await mb.put_wait(msg)
+
+    async def deliver_many(self, to: Pid, msgs: list[object]) -> None:
+        """Deliver *msgs*, in order, as :meth:`deliver` delivers each (for a run of
+        messages from one connection to one process)."""
+        proc = self._lookup(to)
+        if proc is None:
+            self.dead_letters += len(msgs)
+            return
+        mb = proc.mailbox
+        if len(mb) + len(msgs) <= mb.bound:
+            # put() makes the queue and wakes the receiver; the rest join it at C speed.
+            mb.put(msgs[0])
+            if len(msgs) > 1:
+                mb._q.extend(islice(msgs, 1, None))
+            return
+        for msg in msgs:
+            if len(mb) < mb.bound:
+                mb.put(msg)
+            else:
+                await mb.put_wait(msg)
 
     # -- calls and replies -----------------------------------------------------------
 

@@ -145,6 +145,7 @@ __all__ = [
     "Registry",
     "Reject",
     "Send",
+    "SendRun",
     "Unlink",
     "encode",
     "encode_many",
@@ -489,6 +490,16 @@ class Reject(NamedTuple):
     """REJECT (19): the sender refuses the handshake, for the stated reason."""
 
     reason: str
+
+
+class SendRun(NamedTuple):
+    """Consecutive SENDs to the pid *to*, with no sender: their messages, in order.
+
+    Made only by :meth:`FrameDecoder.feed_runs`; it is not an operation of the wire.
+    """
+
+    to: Pid
+    msgs: list[Any]
 
 
 Op: TypeAlias = (
@@ -1369,6 +1380,19 @@ class FrameDecoder:
                 poisoned: this and every later call raise. Operations decoded from the
                 same *data* before the bad frame are lost with the connection.
         """
+        return self._feed(data, -1 if limit is None else limit, runs=False)  # type: ignore[return-value]
+
+    def feed_runs(self, data: bytes | bytearray | memoryview) -> list[Op | SendRun]:
+        """As :meth:`feed`, but consecutive SENDs to one pid with no sender come as one
+        :class:`SendRun` of their messages, in order: the receiver's fast path.
+
+        Raises as :meth:`feed`.
+        """
+        return self._feed(data, -1, runs=True)
+
+    def _feed(
+        self, data: bytes | bytearray | memoryview, room: int, *, runs: bool
+    ) -> list[Op | SendRun]:
         if self._error is not None:
             raise ProtocolError(f"decoder unusable after an earlier error: {self._error}")
         buf = self._buf
@@ -1376,10 +1400,10 @@ class FrameDecoder:
             buf += data
         if len(buf) < 4:
             return []
-        out: list[Op] = []
+        out: list[Op | SendRun] = []
         try:
             with memoryview(buf) as view:
-                off = self._decode(buf, view, out, -1 if limit is None else limit)
+                off = self._decode(buf, view, out, room, runs)
         except ProtocolError as exc:
             self._error = exc
             # Drop the bytes; not clear(): the traceback may still hold a view of them.
@@ -1388,8 +1412,11 @@ class FrameDecoder:
         del buf[:off]
         return out
 
-    def _decode(self, buf: bytearray, view: memoryview, out: list[Op], room: int) -> int:
-        """Append up to *room* (-1: all) operations of *buf* to *out*; the offset reached."""
+    def _decode(
+        self, buf: bytearray, view: memoryview, out: list[Op | SendRun], room: int, runs: bool
+    ) -> int:
+        """Append up to *room* (-1: all) operations of *buf* to *out* (with *runs*, SENDs
+        of the fast path gathered in :class:`SendRun` lists); the offset reached."""
         n = len(buf)
         off = 0
         unpack_from = _LENGTH.unpack_from
@@ -1405,6 +1432,11 @@ class FrameDecoder:
         # sender, ``[1, to`` ... ``None]``, needs only its message decoded.
         send_head = self._send_head
         send_to = self._send_to
+        skip = len(send_head) + 4
+        run: list[Any] | None = None  # the messages of the SendRun being gathered
+        # Cleared before a frame whose depth is checked, and after each check: set in
+        # between only by ext values of frames too short to need the check.
+        unpacking.native = False
         while n - off >= 4 and room != 0:
             (size,) = unpack_from(buf, off)
             if size > max_frame or size == 0:
@@ -1415,9 +1447,8 @@ class FrameDecoder:
             if end > n:
                 break
             if buf[end - 1] == 0xC0 and send_to is not None and buf.startswith(send_head, off + 4):
-                unpacking.native = False
                 try:
-                    msg = unpackb(view[off + 4 + len(send_head) : end - 1], ext_hook=ext_hook)
+                    msg = unpackb(view[off + skip : end - 1], ext_hook=ext_hook)
                 except ProtocolError:
                     raise
                 except Exception:  # not [1, to, msg, None] after all: the general path says why
@@ -1426,6 +1457,7 @@ class FrameDecoder:
                     if size > depth_limit:
                         t = type(msg)
                         if t is list or t is dict or unpacking.native:
+                            unpacking.native = False
                             # A value D deep needs D container heads: count them, walk
                             # only if needed (the message sits at level 2).
                             if not heads:
@@ -1436,10 +1468,17 @@ class FrameDecoder:
                                 )
                                 if problem is not None:
                                     raise ProtocolError(problem)
-                    append(_new_tuple(Send, (send_to, msg, None)))
+                    if run is not None:
+                        run.append(msg)
+                    elif runs:
+                        run = [msg]
+                        append(_new_tuple(SendRun, (send_to, run)))
+                    else:
+                        append(_new_tuple(Send, (send_to, msg, None)))
                     off = end
                     room -= 1
                     continue
+            run = None
             unpacking.native = False
             try:
                 value = unpackb(view[off + 4 : end], ext_hook=ext_hook)
@@ -1482,6 +1521,7 @@ class FrameDecoder:
                         send_head = self._send_head = b"\x94\x01" + msgpack.packb(
                             _new_tuple(_ExtType, (EXT_PID, _ident(to)))
                         )
+                        skip = len(send_head) + 4
                 append(_new_tuple(cls, value[1:]))
             off = end
             room -= 1
