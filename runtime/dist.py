@@ -84,7 +84,7 @@ from .handshake import (
     Role,
 )
 from .messages import Call, Cast, Down, Exit, From
-from .node import Node
+from .node import Node, _current_process
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
 
@@ -442,6 +442,32 @@ class Distribution:
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
+        if type(to) is Pid:
+            # The hot path of a sender: a connected peer with room, inlined.
+            peer = self._peers.get(to.node)
+            if (
+                peer is not None
+                and to.creation == peer.creation
+                and len(peer.buf) <= self.max_buffer
+                and not self._closed
+            ):
+                conn = peer.conn
+                if conn is not None:
+                    peer.encoder.send_into(peer.buf, to, msg)
+                    w = conn._waiter
+                    if w is not None:
+                        conn._waiter = None
+                        self._unpark(w)
+                    # One reduction: charged here while the budget lasts (as
+                    # Node._budget_checkpoint charges it), there when it runs out.
+                    proc = _current_process.get()
+                    if proc is not None:
+                        mb = proc.mailbox
+                        if mb._budget > 1:
+                            mb._budget -= 1
+                            return
+                    await self.node._budget_checkpoint()
+                    return
         peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
         if peer is None or len(peer.buf) > self.max_buffer:
             await self._wait_room(to)

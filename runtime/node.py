@@ -824,17 +824,25 @@ class Node:
             self.dead_letters += len(msgs)
             return
         mb = proc.mailbox
-        if len(mb) + len(msgs) <= mb.bound:
-            # put() makes the queue and wakes the receiver; the rest join it at C speed.
-            mb.put(msgs[0])
-            if len(msgs) > 1:
-                mb._q.extend(islice(msgs, 1, None))
-            return
-        for msg in msgs:
-            if len(mb) < mb.bound:
-                mb.put(msg)
-            else:
-                await mb.put_wait(msg)
+        i, n = 0, len(msgs)
+        while True:
+            room = mb.bound - len(mb)
+            if room > 0:
+                # put() makes the queue and wakes the receiver; the rest join it at C speed.
+                j = min(n, i + room)
+                mb.put(msgs[i])
+                if j > i + 1:
+                    mb._q.extend(islice(msgs, i + 1, j))
+                i = j
+            if i == n:
+                return
+            await mb.put_wait(msgs[i])  # full: wait for room, as deliver() does
+            i += 1
+            if i == n:
+                return
+            if mb.closed:  # the process ended meanwhile: the rest are dead letters
+                self.dead_letters += n - i
+                return
 
     # -- calls and replies -----------------------------------------------------------
 

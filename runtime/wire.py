@@ -1122,6 +1122,27 @@ class FrameEncoder:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), head, body, tail))
 
+    def send_into(self, buf: bytearray, to: Pid | Name, msg: object) -> None:
+        """Append the frame of ``Send(to, msg)`` to *buf*: :meth:`encode_send`'s bytes,
+        made without the intermediate frame when *msg* is a scalar sent to the same
+        destination as the last SEND. Raises as :meth:`encode`; then *buf* is unchanged.
+        """
+        if to is self._last_to and type(msg) in _SCALARS:
+            try:
+                body = self._plain(msg)
+            except OverflowError:
+                raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+            head = self._last_head
+            n = len(head) + len(body) + 1
+            if n > self.max_frame:
+                raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+            buf += _LENGTH.pack(n)
+            buf += head
+            buf += body
+            buf += b"\xc0"
+        else:
+            buf += self.encode_send(to, msg)
+
     def _shallow(self, x: object) -> bytes | None:
         """The encoding of a field value that is a scalar, a pid, a ref, or a registered
         attrs instance whose fields are all those (as a ``Call``), made without the
@@ -1434,6 +1455,7 @@ class FrameDecoder:
         send_to = self._send_to
         skip = len(send_head) + 4
         run: list[Any] | None = None  # the messages of the SendRun being gathered
+        short = min(depth_limit, max_frame)  # frames this long need no depth check
         # Cleared before a frame whose depth is checked, and after each check: set in
         # between only by ext values of frames too short to need the check.
         unpacking.native = False
@@ -1468,15 +1490,34 @@ class FrameDecoder:
                                 )
                                 if problem is not None:
                                     raise ProtocolError(problem)
-                    if run is not None:
-                        run.append(msg)
-                    elif runs:
+                    off = end
+                    room -= 1
+                    if not runs:
+                        append(_new_tuple(Send, (send_to, msg, None)))
+                        continue
+                    if run is None:
                         run = [msg]
                         append(_new_tuple(SendRun, (send_to, run)))
                     else:
-                        append(_new_tuple(Send, (send_to, msg, None)))
-                    off = end
-                    room -= 1
+                        run.append(msg)
+                    # The run's inner loop: the frames above, short enough to need no
+                    # depth check. Any other frame goes round the outer loop.
+                    more = run.append
+                    while n - off >= 4:
+                        (size,) = unpack_from(buf, off)
+                        end = off + 4 + size
+                        if (
+                            not 0 < size <= short
+                            or end > n
+                            or buf[end - 1] != 0xC0
+                            or not buf.startswith(send_head, off + 4)
+                        ):
+                            break
+                        try:
+                            more(unpackb(view[off + skip : end - 1], ext_hook=ext_hook))
+                        except Exception:  # the outer loop decodes it again, and says why
+                            break
+                        off = end
                     continue
             run = None
             unpacking.native = False
