@@ -1118,24 +1118,31 @@ def _stream_io(
                     except OSError as exc:
                         raise anyio.BrokenResourceError from exc
 
+    drained = False  # the last receive took less than it asked for
+
     async def receive(max_bytes: int) -> bytes:
-        data: bytes
-        try:
-            data = sock_recv(max_bytes)
-        except BlockingIOError:
-            while True:
-                await wait_readable(sock)
-                try:
-                    data = sock_recv(max_bytes)
-                    break
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise anyio.BrokenResourceError from exc
-        except OSError as exc:
-            raise anyio.BrokenResourceError from exc
-        else:
-            await checkpoint()
+        nonlocal drained
+        data: bytes | None = None
+        # After a receive that emptied the socket, most likely nothing has come since:
+        # wait first, rather than try (and fail) a syscall.
+        if not drained:
+            try:
+                data = sock_recv(max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise anyio.BrokenResourceError from exc
+            else:
+                await checkpoint()
+        while data is None:
+            await wait_readable(sock)
+            try:
+                data = sock_recv(max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise anyio.BrokenResourceError from exc
+        drained = len(data) < max_bytes
         if not data:
             raise anyio.EndOfStream
         return data
