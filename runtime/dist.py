@@ -142,7 +142,7 @@ class _Conn(Parkable):
     """One live connection: its cancel scope, where its idle writer parks, and when it
     last sent and received (read by its watchdog)."""
 
-    __slots__ = ("_waiter", "dialled", "received_at", "scope", "sent_at")
+    __slots__ = ("_waiter", "dialled", "direct", "received_at", "scope", "sent_at", "sock")
 
     def __init__(self, dialled: bool) -> None:
         self._waiter: Any = None
@@ -150,6 +150,10 @@ class _Conn(Parkable):
         self.dialled = dialled  # True if this node opened it
         self.sent_at = 0.0
         self.received_at = 0.0
+        # The non-blocking socket of a plain TCP connection on trio (else None), and
+        # whether a reply may be written to it directly (see Distribution._reply_now).
+        self.sock: Any = None
+        self.direct = False
 
 
 @final
@@ -540,9 +544,39 @@ class Distribution:
         Raises:
             Unregistered: *value* holds a value of a class that may not travel.
         """
-        self._signal(
-            ref.node, wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation)), quiet=True
-        )
+        op = wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation))
+        peer = self._peers.get(ref.node)
+        conn = peer.conn if peer is not None else None
+        if (
+            conn is None
+            or not conn.direct
+            or conn._waiter is None
+            or peer is None  # for mypy: conn is not None implies a peer
+            or peer.buf
+            or peer.rooms
+            or self._closed
+        ):
+            self._signal(ref.node, op, quiet=True)
+            return
+        # The writer is idle with nothing buffered, so nothing is in flight: write the
+        # reply from here, sparing the scheduler round trip through the writer task
+        # (the caller is waiting for exactly this). Once per received chunk and per
+        # idle period of the writer, so that a burst of replies is still batched.
+        data = peer.encoder.encode(op)
+        conn.direct = False
+        try:
+            sent = conn.sock.send(data)
+        except OSError:  # BlockingIOError included: the writer retries, or reports it
+            sent = 0
+        if sent < len(data):
+            peer.buf += memoryview(data)[sent:]
+            w = conn._waiter
+            conn._waiter = None
+            self._unpark(w)
+        else:
+            backend = self.node._backend
+            assert backend is not None
+            conn.sent_at = backend.current_time()
 
     # -- buffers ---------------------------------------------------------------------
 
@@ -928,9 +962,11 @@ class Distribution:
         park = backend.park
         clock = backend.current_time
         send = _stream_io(stream, backend)[0]
+        conn.sock = _raw_socket(stream, backend)
         while True:
             data = peer.buf
             if not data:
+                conn.direct = conn.sock is not None
                 await park(conn)
                 continue
             peer.buf = bytearray()
@@ -1022,6 +1058,7 @@ class Distribution:
                 conn.received_at = clock()
             try:
                 data = await receive(_READ_SIZE)
+                conn.direct = conn.sock is not None
             except anyio.EndOfStream:
                 if decoder.buffered:
                     raise ProtocolError(
@@ -1073,6 +1110,15 @@ class Distribution:
             raise ProtocolError(f"unexpected operation {t.__name__}")
 
 
+def _raw_socket(stream: anyio.abc.ByteStream, backend: Backend) -> Any:
+    """The non-blocking socket of a plain TCP stream on trio; None for any other."""
+    sock: Any = None
+    if backend.name == "trio" and isinstance(stream, anyio.abc.SocketStream):
+        with contextlib.suppress(anyio.TypedAttributeLookupError):
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    return sock
+
+
 def _stream_io(
     stream: anyio.abc.ByteStream, backend: Backend
 ) -> tuple[Callable[[Any], Awaitable[None]], Callable[[int], Awaitable[bytes]]]:
@@ -1085,10 +1131,7 @@ def _stream_io(
     starve the node. Errors are anyio's: ``BrokenResourceError``, ``EndOfStream``.
     Any other stream (TLS, asyncio) is used through its own methods.
     """
-    sock: Any = None
-    if backend.name == "trio" and isinstance(stream, anyio.abc.SocketStream):
-        with contextlib.suppress(anyio.TypedAttributeLookupError):
-            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    sock = _raw_socket(stream, backend)
     if sock is None:
         return stream.send, stream.receive
     import trio
