@@ -265,6 +265,8 @@ class Distribution:
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._drained: anyio.Event | None = None  # set while closing, once buffers are out
+        self._held = 0  # nesting of hold()
+        self._held_peers: list[_Peer] = []  # peers whose writer wake-up hold() deferred
         self._closed = False
         self.address: tuple[str, int] | None = None
         self.rejected_connections = 0
@@ -438,11 +440,8 @@ class Distribution:
             raise PeerBusy(to if type(to) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
         buf += peer.encoder.encode_send(to, msg)
         conn = peer.conn
-        if conn is not None:
-            w = conn._waiter
-            if w is not None:
-                conn._waiter = None
-                self._unpark(w)
+        if conn is not None and conn._waiter is not None:
+            self._wake(peer, conn)
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
@@ -458,10 +457,8 @@ class Distribution:
                 conn = peer.conn
                 if conn is not None:
                     peer.encoder.send_into(peer.buf, to, msg)
-                    w = conn._waiter
-                    if w is not None:
-                        conn._waiter = None
-                        self._unpark(w)
+                    if conn._waiter is not None:
+                        self._wake(peer, conn)
                     # One reduction: charged here while the budget lasts (as
                     # Node._budget_checkpoint charges it), there when it runs out.
                     proc = _current_process.get()
@@ -526,7 +523,11 @@ class Distribution:
     def demonitor(self, ref: Ref, target: Pid | Name) -> None:
         """Cancel a monitor on another node."""
         node = target.node if isinstance(target, Pid) else str(target.node)
-        self._signal(node, wire.Demonitor(ref, target), quiet=True)
+        peer = self._reachable(node)
+        if peer is not None:
+            # No haste: the monitor only lingers there meanwhile, and a DOWN it sends
+            # finds no monitor here. It leaves with the next write, or heartbeat.
+            self._push(peer, wire.Demonitor(ref, target), lazy=True)
 
     def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
         """Tell *watcher_node* that a local process it monitored ended."""
@@ -545,38 +546,10 @@ class Distribution:
             Unregistered: *value* holds a value of a class that may not travel.
         """
         op = wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation))
-        peer = self._peers.get(ref.node)
-        conn = peer.conn if peer is not None else None
-        if (
-            conn is None
-            or not conn.direct
-            or conn._waiter is None
-            or peer is None  # for mypy: conn is not None implies a peer
-            or peer.buf
-            or peer.rooms
-            or self._closed
-        ):
-            self._signal(ref.node, op, quiet=True)
-            return
-        # The writer is idle with nothing buffered, so nothing is in flight: write the
-        # reply from here, sparing the scheduler round trip through the writer task
-        # (the caller is waiting for exactly this). Once per received chunk and per
-        # idle period of the writer, so that a burst of replies is still batched.
-        data = peer.encoder.encode(op)
-        conn.direct = False
-        try:
-            sent = conn.sock.send(data)
-        except OSError:  # BlockingIOError included: the writer retries, or reports it
-            sent = 0
-        if sent < len(data):
-            peer.buf += memoryview(data)[sent:]
-            w = conn._waiter
-            conn._waiter = None
-            self._unpark(w)
-        else:
-            backend = self.node._backend
-            assert backend is not None
-            conn.sent_at = backend.current_time()
+        peer = self._reachable(ref.node)
+        if peer is not None:
+            # The caller waits for exactly this: written at once if the writer is idle.
+            self._push(peer, op, urgent=True)
 
     # -- buffers ---------------------------------------------------------------------
 
@@ -629,14 +602,73 @@ class Distribution:
             )
             self._signal(name, make(Abnormal(repr(reason)[:1000])), quiet=quiet)
 
-    def _push(self, peer: _Peer, op: wire.Op) -> None:
+    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False, urgent: bool = False) -> None:
+        """Queue *op* for *peer*. *lazy*: leave it for the next write or heartbeat (it
+        needs no haste). *urgent*: write it from here if the writer is idle."""
         peer.buf += peer.encoder.encode(op)
         conn = peer.conn
-        if conn is not None:
-            w = conn._waiter
-            if w is not None:
-                conn._waiter = None
-                self._unpark(w)
+        if conn is not None and conn._waiter is not None and not lazy:
+            if urgent and not self._held:
+                self._flush(peer, conn)
+            else:
+                self._wake(peer, conn)
+
+    def _wake(self, peer: _Peer, conn: _Conn) -> None:
+        """Wake the parked writer of *conn*, or, while held, note it for :meth:`release`."""
+        if self._held:
+            if peer not in self._held_peers:
+                self._held_peers.append(peer)
+            return
+        w = conn._waiter
+        conn._waiter = None
+        self._unpark(w)
+
+    def _flush(self, peer: _Peer, conn: _Conn) -> None:
+        """Write the buffer of *peer*, whose writer is parked, from the calling task.
+
+        Nothing is in flight while the writer is parked, so this keeps the order, and
+        spares the scheduler round trip through the writer task for a caller about to
+        wait for an answer. Once per received chunk and per idle period of the writer
+        (``conn.direct``), so that many callers at once are still batched; otherwise,
+        and for whatever the socket does not take, the writer is woken.
+        """
+        if not conn.direct or peer.rooms or self._drained is not None:
+            self._wake(peer, conn)
+            return
+        conn.direct = False
+        data = peer.buf
+        peer.buf = bytearray()
+        try:
+            sent = conn.sock.send(data)
+        except OSError:  # BlockingIOError included: the writer retries, or reports it
+            sent = 0
+        if sent < len(data):
+            peer.buf = data[sent:] if sent else data
+            self._wake(peer, conn)
+        else:
+            backend = self.node._backend
+            assert backend is not None
+            conn.sent_at = backend.current_time()
+
+    def hold(self) -> None:
+        """Hold the writers: what is queued until :meth:`release` leaves in one write.
+
+        Holds nest. Used by a remote call, whose MONITOR and SEND then leave together,
+        written by the caller itself when the connection's writer is idle.
+        """
+        self._held += 1
+
+    def release(self) -> None:
+        """End a :meth:`hold`: write what was queued meanwhile (see :meth:`_flush`)."""
+        self._held -= 1
+        if self._held:
+            return
+        held = self._held_peers
+        while held:
+            peer = held.pop()
+            conn = peer.conn
+            if conn is not None and conn._waiter is not None and peer.buf:
+                self._flush(peer, conn)
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -999,10 +1031,11 @@ class Distribution:
             if now >= idle_until:
                 if not peer.buf:
                     peer.buf += heartbeat
-                    w = conn._waiter
-                    if w is not None:
-                        conn._waiter = None
-                        backend.unpark(w)
+                # Frames left for later (a lazy DEMONITOR) leave now, instead of it.
+                w = conn._waiter
+                if w is not None:
+                    conn._waiter = None
+                    backend.unpark(w)
                 conn.sent_at = now  # the writer is about to send it, or is sending
                 idle_until = now + interval
             await anyio.sleep(min(idle_until, conn.received_at + timeout) - now)

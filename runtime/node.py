@@ -109,6 +109,12 @@ class Remote(Protocol):
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Like :meth:`send`, waiting while the connection's buffer is full."""
 
+    def hold(self) -> None:
+        """Defer writing until :meth:`release`, so what is sent meanwhile leaves together."""
+
+    def release(self) -> None:
+        """End a :meth:`hold`: write what it deferred."""
+
     def close(self) -> None:
         """Close every connection; called when the node stops."""
 
@@ -878,10 +884,8 @@ class Node:
         caller_pid = caller.pid if caller is not None else None
         if type(target) is Pid and target.node == self.name:
             return await self._call_local(target, request, caller_pid, timeout)
-        ref, slot = self._open_slot(caller_pid, target)
+        ref, slot = self._open_call(caller_pid, target, request)
         try:
-            if not slot.done:
-                self.send(target, Call(ref, request, caller_pid))
             return await self._wait_slot(slot, timeout)
         finally:
             self._close_slot(ref, target)
@@ -910,6 +914,27 @@ class Node:
             del pending[ref.serial]
             if proc.watchers is not None:
                 proc.watchers.pop(ref, None)
+
+    def _open_call(
+        self, caller: Pid | None, target: Pid | Name, request: object
+    ) -> tuple[Ref, _ReplySlot]:
+        """Open the slot of a call to another node and send the call; its MONITOR and
+        SEND leave together, in one write (see ``Remote.hold``)."""
+        remote = self.remote
+        if remote is not None:
+            remote.hold()
+        try:
+            ref, slot = self._open_slot(caller, target)
+            try:
+                if not slot.done:
+                    self.send(target, Call(ref, request, caller))
+            except BaseException:
+                self._close_slot(ref, target)
+                raise
+        finally:
+            if remote is not None:
+                remote.release()
+        return ref, slot
 
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None

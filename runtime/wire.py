@@ -1186,14 +1186,14 @@ class FrameEncoder:
         types = _ID_FIELDS[code]
         if len(op) != len(types):
             return None
-        parts = [_FIXARRAY[len(types) + 1] + _FIXINT[code]]
+        parts = [_ID_HEADS[code]]
         append = parts.append
         exts = self._exts
-        for v, allowed in zip(op, types, strict=True):
-            if type(v) not in allowed:
+        for v, allowed in zip(op, types):  # noqa: B905 - the lengths are equal
+            t = type(v)
+            if t not in allowed:
                 return None
-        for v in op:
-            if type(v) is Name:
+            if t is Name:
                 try:
                     ext = exts.get(v)
                 except TypeError:  # unhashable inside: the general path refuses it
@@ -1225,7 +1225,10 @@ class FrameEncoder:
 
     def _id_ext(self, x: Pid | Ref) -> bytes:
         code = EXT_PID if type(x) is Pid else EXT_REF
-        ext: bytes = msgpack.packb(_new_tuple(_ExtType, (code, _ident(x))))
+        payload = _ident(x)
+        n = len(payload)
+        # The bytes msgpack makes of ExtType(code, payload), without making a Packer.
+        ext = (bytes((0xC7, n, code)) if 16 < n <= 0xFF else _ext_head(code, n)) + payload
         exts = self._exts
         if len(exts) >= _CACHE_MAX:
             exts.clear()
@@ -1291,6 +1294,8 @@ _ID_FIELDS: Final[dict[int, tuple[frozenset[type], ...]]] = {
     7: (frozenset({Ref}), _DESTS),
 }
 _FAST_OPS: Final = frozenset({Send, CallReply, *_ID_OPS})
+# The head ``[code`` of each: a fixarray of the fields and the opcode, then the opcode.
+_ID_HEADS: Final = {code: bytes((0x90 | (len(t) + 1), code)) for code, t in _ID_FIELDS.items()}
 _FIXARRAY: Final = [bytes([0x90 | n]) for n in range(16)]
 _FIXINT: Final = [bytes([n]) for n in range(128)]
 _NAMES: dict[str, bytes] = {}  # the packed str of each registered name, made on use
