@@ -321,6 +321,35 @@ class TestCalls:
             assert isinstance(reason, Crashed)
             assert (reason.kind, reason.message) == ("RuntimeError", "mid-call")
 
+    async def test_concurrent_calls_from_many_processes_are_all_answered(self) -> None:
+        """Many processes calling at once each get their own replies, in order (the
+        first write of a batch goes out directly, the rest through the writer)."""
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            answers: dict[int, list[Any]] = {}
+
+            async def caller(k: int) -> None:
+                for i in range(20):
+                    answers.setdefault(k, []).append(await runtime.call(pid, ("echo", (k, i))))
+
+            for k in range(30):
+                a.node.spawn(caller, k)
+            await wait_until(lambda: sum(map(len, answers.values())) == 600)
+
+            assert {k: [(k, i) for i in range(20)] for k in range(30)} == answers
+
+    async def test_calls_leave_no_monitor_on_the_server(self) -> None:
+        """After calls end, the server holds none of their monitors: each DEMONITOR
+        arrives, if not with a later frame, then with the next heartbeat."""
+        async with cluster("a@test", "b@test", heartbeat_interval=0.05) as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            with anyio.fail_after(BOUND):
+                for i in range(5):
+                    assert i == await a.node.call(pid, ("echo", i))
+
+            await wait_until(lambda: not b.node.process(pid).watchers)
+            assert b.dist.is_connected("a@test")  # not dropped for silence meanwhile
+
     async def test_call_to_unregistered_remote_name_is_noproc(self) -> None:
         """A call to a name nobody registered on the remote node fails with NoProc."""
         async with cluster("a@test", "b@test") as (a, _):
@@ -465,6 +494,19 @@ class TestMonitors:
 
             assert ref2 == (await probe.wait_for(is_down)).ref
             assert watcher.messages == []
+
+    async def test_demonitor_reaches_the_target_node_without_other_traffic(self) -> None:
+        """A DEMONITOR with nothing sent after it still arrives (with the next heartbeat)."""
+        async with cluster("a@test", "b@test", heartbeat_interval=0.05) as (a, b):
+            watcher = Inbox(a.node)
+            target = b.node.spawn(idle)
+            ref = a.node.monitor(watcher.pid, target)
+            await wait_until(lambda: bool(b.node.process(target).watchers))
+
+            assert a.node.demonitor(ref)
+
+            await wait_until(lambda: not b.node.process(target).watchers)
+            assert b.dist.is_connected("a@test")  # not dropped for silence meanwhile
 
 
 class TestNodeLoss:
