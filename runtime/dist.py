@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
@@ -117,6 +118,8 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dials"
 _ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
+_LENGTH: Final = struct.Struct(">I")  # the length prefix of a frame (see runtime.wire)
+_SMALL: Final = frozenset({int, float, bool, type(None)})  # scalars of at most 9 bytes
 REDIAL_MIN: Final = 0.05
 """Seconds before a peer whose connection attempt failed is dialled again on demand."""
 
@@ -456,7 +459,21 @@ class Distribution:
             ):
                 conn = peer.conn
                 if conn is not None:
-                    peer.encoder.send_into(peer.buf, to, msg)
+                    enc = peer.encoder
+                    if to is enc._last_to and type(msg) in _SMALL:
+                        # send_into's fast path, inlined: a number, bool or None to the
+                        # same pid as the last SEND (at most 9 bytes: no size check).
+                        try:
+                            body = enc._plain(msg)
+                        except OverflowError:
+                            raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+                        buf = peer.buf
+                        buf += _LENGTH.pack(enc._last_size + len(body))
+                        buf += enc._last_head
+                        buf += body
+                        buf += b"\xc0"
+                    else:
+                        enc.send_into(peer.buf, to, msg)
                     if conn._waiter is not None:
                         self._wake(peer, conn)
                     # One reduction: charged here while the budget lasts (as

@@ -1067,6 +1067,7 @@ class FrameEncoder:
         self._exts: dict[Pid | Ref | Name, bytes] = {}  # the packed ext of each
         self._last_to: object = None
         self._last_head = b""
+        self._last_size = 1
         self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
 
     def encode(self, op: Op) -> bytes:
@@ -1109,6 +1110,7 @@ class FrameEncoder:
             head = cached if cached is not None else self._send_head(to, msg, sender)
             self._last_to = to
             self._last_head = head
+            self._last_size = len(head) + 1  # the head and the tail (no sender)
         tail = b"\xc0" if sender is None else (self._exts.get(sender) or self._id_ext(sender))
         if type(msg) in _SCALARS:
             try:

@@ -225,6 +225,22 @@ class TestMessages:
             assert await inbox.wait_count(2) == [1, 3]
             assert a.dist.is_connected("b@test")
 
+    async def test_send_wait_of_scalars_arrives_in_order_and_refuses_huge_ints(self) -> None:
+        """send_wait carries every scalar in order; an int beyond 64 bits is the sender's
+        ValueError, and the connection survives it."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+            values: list[Any] = [0, 2**64 - 1, -(2**63), 1.5, True, None, "s", b"b"]
+
+            for v in values:
+                await a.node.send_wait(inbox.pid, v)
+            with pytest.raises(ValueError, match="64 bits"):
+                await a.node.send_wait(inbox.pid, 2**64)
+            await a.node.send_wait(inbox.pid, "after")
+
+            assert [*values, "after"] == await inbox.wait_count(len(values) + 1)
+            assert a.dist.is_connected("b@test")
+
     async def test_unknown_remote_pid_is_a_dead_letter_on_the_receiver(self) -> None:
         """A message to a remote pid that does not exist is counted where it lands."""
         async with cluster("a@test", "b@test") as (a, b):
