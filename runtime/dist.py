@@ -53,9 +53,10 @@ Backpressure
     sender) into that peer's buffer, which a writer task flushes with one syscall per
     batch (write coalescing). A call's MONITOR and SEND, and a reply, are written by
     the calling (or replying) process itself when the writer is idle, sparing a
-    scheduler round trip; a DEMONITOR waits for the next write (or heartbeat). When the buffer holds more than ``max_buffer`` bytes,
-    ``send`` raises :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room
-    (also while the connection is being made). On the receiving side a full mailbox
+    scheduler round trip; a DEMONITOR waits for the next write (or heartbeat). When
+    the buffer holds more than ``max_buffer`` bytes, ``send`` raises
+    :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room (also while
+    the connection is being made). On the receiving side a full mailbox
     stops the connection's reader, so TCP itself slows the sender: no message already
     accepted is lost. Exit signals, monitors and replies bypass the buffer limit. The
     memory a peer costs is bounded by about twice ``max_buffer`` plus the kernel's
