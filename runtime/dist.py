@@ -51,9 +51,12 @@ Failure detection
 Backpressure
     Messages to a peer are encoded at once (so an unregistered class fails in the
     sender) into that peer's buffer, which a writer task flushes with one syscall per
-    batch (write coalescing). When the buffer holds more than ``max_buffer`` bytes,
-    ``send`` raises :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room
-    (also while the connection is being made). On the receiving side a full mailbox
+    batch (write coalescing). A call's MONITOR and SEND, and a reply, are written by
+    the calling (or replying) process itself when the writer is idle, sparing a
+    scheduler round trip; a DEMONITOR waits for the next write (or heartbeat). When
+    the buffer holds more than ``max_buffer`` bytes, ``send`` raises
+    :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room (also while
+    the connection is being made). On the receiving side a full mailbox
     stops the connection's reader, so TCP itself slows the sender: no message already
     accepted is lost. Exit signals, monitors and replies bypass the buffer limit. The
     memory a peer costs is bounded by about twice ``max_buffer`` plus the kernel's
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
@@ -84,7 +88,7 @@ from .handshake import (
     Role,
 )
 from .messages import Call, Cast, Down, Exit, From
-from .node import Node
+from .node import Node, _current_process
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
 
@@ -117,6 +121,8 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dials"
 _ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
+_LENGTH: Final = struct.Struct(">I")  # the length prefix of a frame (see runtime.wire)
+_SMALL: Final = frozenset({int, float, bool, type(None)})  # scalars of at most 9 bytes
 REDIAL_MIN: Final = 0.05
 """Seconds before a peer whose connection attempt failed is dialled again on demand."""
 
@@ -142,7 +148,7 @@ class _Conn(Parkable):
     """One live connection: its cancel scope, where its idle writer parks, and when it
     last sent and received (read by its watchdog)."""
 
-    __slots__ = ("_waiter", "dialled", "received_at", "scope", "sent_at")
+    __slots__ = ("_waiter", "dialled", "direct", "received_at", "scope", "sent_at", "sock")
 
     def __init__(self, dialled: bool) -> None:
         self._waiter: Any = None
@@ -150,6 +156,10 @@ class _Conn(Parkable):
         self.dialled = dialled  # True if this node opened it
         self.sent_at = 0.0
         self.received_at = 0.0
+        # The non-blocking socket of a plain TCP connection on trio (else None), and
+        # whether a reply may be written to it directly (see Distribution._reply_now).
+        self.sock: Any = None
+        self.direct = False
 
 
 @final
@@ -261,6 +271,8 @@ class Distribution:
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._drained: anyio.Event | None = None  # set while closing, once buffers are out
+        self._held = 0  # nesting of hold()
+        self._held_peers: list[_Peer] = []  # peers whose writer wake-up hold() deferred
         self._closed = False
         self.address: tuple[str, int] | None = None
         self.rejected_connections = 0
@@ -434,14 +446,49 @@ class Distribution:
             raise PeerBusy(to if type(to) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
         buf += peer.encoder.encode_send(to, msg)
         conn = peer.conn
-        if conn is not None:
-            w = conn._waiter
-            if w is not None:
-                conn._waiter = None
-                self._unpark(w)
+        if conn is not None and conn._waiter is not None:
+            self._wake(peer, conn)
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
+        if type(to) is Pid:
+            # The hot path of a sender: a connected peer with room, inlined.
+            peer = self._peers.get(to.node)
+            if (
+                peer is not None
+                and to.creation == peer.creation
+                and len(peer.buf) <= self.max_buffer
+                and not self._closed
+            ):
+                conn = peer.conn
+                if conn is not None:
+                    enc = peer.encoder
+                    if to is enc._last_to and type(msg) in _SMALL:
+                        # send_into's fast path, inlined: a number, bool or None to the
+                        # same pid as the last SEND (at most 9 bytes: no size check).
+                        try:
+                            body = enc._plain(msg)
+                        except OverflowError:
+                            raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+                        buf = peer.buf
+                        buf += _LENGTH.pack(enc._last_size + len(body))
+                        buf += enc._last_head
+                        buf += body
+                        buf += b"\xc0"
+                    else:
+                        enc.send_into(peer.buf, to, msg)
+                    if conn._waiter is not None:
+                        self._wake(peer, conn)
+                    # One reduction: charged here while the budget lasts (as
+                    # Node._budget_checkpoint charges it), there when it runs out.
+                    proc = _current_process.get()
+                    if proc is not None:
+                        mb = proc.mailbox
+                        if mb._budget > 1:
+                            mb._budget -= 1
+                            return
+                    await self.node._budget_checkpoint()
+                    return
         peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
         if peer is None or len(peer.buf) > self.max_buffer:
             await self._wait_room(to)
@@ -496,7 +543,11 @@ class Distribution:
     def demonitor(self, ref: Ref, target: Pid | Name) -> None:
         """Cancel a monitor on another node."""
         node = target.node if isinstance(target, Pid) else str(target.node)
-        self._signal(node, wire.Demonitor(ref, target), quiet=True)
+        peer = self._reachable(node)
+        if peer is not None:
+            # No haste: the monitor only lingers there meanwhile, and a DOWN it sends
+            # finds no monitor here. It leaves with the next write, or heartbeat.
+            self._push(peer, wire.Demonitor(ref, target), lazy=True)
 
     def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
         """Tell *watcher_node* that a local process it monitored ended."""
@@ -514,9 +565,11 @@ class Distribution:
         Raises:
             Unregistered: *value* holds a value of a class that may not travel.
         """
-        self._signal(
-            ref.node, wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation)), quiet=True
-        )
+        op = wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation))
+        peer = self._reachable(ref.node)
+        if peer is not None:
+            # The caller waits for exactly this: written at once if the writer is idle.
+            self._push(peer, op, urgent=True)
 
     # -- buffers ---------------------------------------------------------------------
 
@@ -569,14 +622,73 @@ class Distribution:
             )
             self._signal(name, make(Abnormal(repr(reason)[:1000])), quiet=quiet)
 
-    def _push(self, peer: _Peer, op: wire.Op) -> None:
+    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False, urgent: bool = False) -> None:
+        """Queue *op* for *peer*. *lazy*: leave it for the next write or heartbeat (it
+        needs no haste). *urgent*: write it from here if the writer is idle."""
         peer.buf += peer.encoder.encode(op)
         conn = peer.conn
-        if conn is not None:
-            w = conn._waiter
-            if w is not None:
-                conn._waiter = None
-                self._unpark(w)
+        if conn is not None and conn._waiter is not None and not lazy:
+            if urgent and not self._held:
+                self._flush(peer, conn)
+            else:
+                self._wake(peer, conn)
+
+    def _wake(self, peer: _Peer, conn: _Conn) -> None:
+        """Wake the parked writer of *conn*, or, while held, note it for :meth:`release`."""
+        if self._held:
+            if peer not in self._held_peers:
+                self._held_peers.append(peer)
+            return
+        w = conn._waiter
+        conn._waiter = None
+        self._unpark(w)
+
+    def _flush(self, peer: _Peer, conn: _Conn) -> None:
+        """Write the buffer of *peer*, whose writer is parked, from the calling task.
+
+        Nothing is in flight while the writer is parked, so this keeps the order, and
+        spares the scheduler round trip through the writer task for a caller about to
+        wait for an answer. Once per received chunk and per idle period of the writer
+        (``conn.direct``), so that many callers at once are still batched; otherwise,
+        and for whatever the socket does not take, the writer is woken.
+        """
+        if not conn.direct or peer.rooms or self._drained is not None:
+            self._wake(peer, conn)
+            return
+        conn.direct = False
+        data = peer.buf
+        peer.buf = bytearray()
+        try:
+            sent = conn.sock.send(data)
+        except OSError:  # BlockingIOError included: the writer retries, or reports it
+            sent = 0
+        if sent < len(data):
+            peer.buf = data[sent:] if sent else data
+            self._wake(peer, conn)
+        else:
+            backend = self.node._backend
+            assert backend is not None
+            conn.sent_at = backend.current_time()
+
+    def hold(self) -> None:
+        """Hold the writers: what is queued until :meth:`release` leaves in one write.
+
+        Holds nest. Used by a remote call, whose MONITOR and SEND then leave together,
+        written by the caller itself when the connection's writer is idle.
+        """
+        self._held += 1
+
+    def release(self) -> None:
+        """End a :meth:`hold`: write what was queued meanwhile (see :meth:`_flush`)."""
+        self._held -= 1
+        if self._held:
+            return
+        held = self._held_peers
+        while held:
+            peer = held.pop()
+            conn = peer.conn
+            if conn is not None and conn._waiter is not None and peer.buf:
+                self._flush(peer, conn)
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -902,9 +1014,11 @@ class Distribution:
         park = backend.park
         clock = backend.current_time
         send = _stream_io(stream, backend)[0]
+        conn.sock = _raw_socket(stream, backend)
         while True:
             data = peer.buf
             if not data:
+                conn.direct = conn.sock is not None
                 await park(conn)
                 continue
             peer.buf = bytearray()
@@ -937,10 +1051,11 @@ class Distribution:
             if now >= idle_until:
                 if not peer.buf:
                     peer.buf += heartbeat
-                    w = conn._waiter
-                    if w is not None:
-                        conn._waiter = None
-                        backend.unpark(w)
+                # Frames left for later (a lazy DEMONITOR) leave now, instead of it.
+                w = conn._waiter
+                if w is not None:
+                    conn._waiter = None
+                    backend.unpark(w)
                 conn.sent_at = now  # the writer is about to send it, or is sending
                 idle_until = now + interval
             await anyio.sleep(min(idle_until, conn.received_at + timeout) - now)
@@ -956,12 +1071,14 @@ class Distribution:
         node = self.node
         me = node.name
         deliver = node.deliver
+        deliver_many = node.deliver_many
         backend = node._backend
         assert backend is not None
         clock = backend.current_time
         receive = _stream_io(stream, backend)[1]
-        feed = decoder.feed
+        feed = decoder.feed_runs
         send_op = wire.Send
+        send_run = wire.SendRun
         checked: Pid | None = None  # the last pid found to be on this node
         data = first
         while True:
@@ -969,7 +1086,14 @@ class Distribution:
                 # Time spent here (a full mailbox stops the reader) is not silence.
                 conn.received_at = _FOREVER
                 for op in feed(data):
-                    if type(op) is send_op:
+                    if type(op) is send_run:
+                        pid = op[0]
+                        if pid is not checked:
+                            if pid.node != me:
+                                raise ProtocolError(f"SEND to {pid}, which is not on {me}")
+                            checked = pid
+                        await deliver_many(pid, op[1])
+                    elif type(op) is send_op:
                         to = op[0]
                         if to is not checked:
                             if type(to) is Pid:
@@ -987,6 +1111,7 @@ class Distribution:
                 conn.received_at = clock()
             try:
                 data = await receive(_READ_SIZE)
+                conn.direct = conn.sock is not None
             except anyio.EndOfStream:
                 if decoder.buffered:
                     raise ProtocolError(
@@ -1038,6 +1163,15 @@ class Distribution:
             raise ProtocolError(f"unexpected operation {t.__name__}")
 
 
+def _raw_socket(stream: anyio.abc.ByteStream, backend: Backend) -> Any:
+    """The non-blocking socket of a plain TCP stream on trio; None for any other."""
+    sock: Any = None
+    if backend.name == "trio" and isinstance(stream, anyio.abc.SocketStream):
+        with contextlib.suppress(anyio.TypedAttributeLookupError):
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    return sock
+
+
 def _stream_io(
     stream: anyio.abc.ByteStream, backend: Backend
 ) -> tuple[Callable[[Any], Awaitable[None]], Callable[[int], Awaitable[bytes]]]:
@@ -1050,10 +1184,7 @@ def _stream_io(
     starve the node. Errors are anyio's: ``BrokenResourceError``, ``EndOfStream``.
     Any other stream (TLS, asyncio) is used through its own methods.
     """
-    sock: Any = None
-    if backend.name == "trio" and isinstance(stream, anyio.abc.SocketStream):
-        with contextlib.suppress(anyio.TypedAttributeLookupError):
-            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    sock = _raw_socket(stream, backend)
     if sock is None:
         return stream.send, stream.receive
     import trio
@@ -1083,24 +1214,31 @@ def _stream_io(
                     except OSError as exc:
                         raise anyio.BrokenResourceError from exc
 
+    drained = False  # the last receive took less than it asked for
+
     async def receive(max_bytes: int) -> bytes:
-        data: bytes
-        try:
-            data = sock_recv(max_bytes)
-        except BlockingIOError:
-            while True:
-                await wait_readable(sock)
-                try:
-                    data = sock_recv(max_bytes)
-                    break
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise anyio.BrokenResourceError from exc
-        except OSError as exc:
-            raise anyio.BrokenResourceError from exc
-        else:
-            await checkpoint()
+        nonlocal drained
+        data: bytes | None = None
+        # After a receive that emptied the socket, most likely nothing has come since:
+        # wait first, rather than try (and fail) a syscall.
+        if not drained:
+            try:
+                data = sock_recv(max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise anyio.BrokenResourceError from exc
+            else:
+                await checkpoint()
+        while data is None:
+            await wait_readable(sock)
+            try:
+                data = sock_recv(max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise anyio.BrokenResourceError from exc
+        drained = len(data) < max_bytes
         if not data:
             raise anyio.EndOfStream
         return data

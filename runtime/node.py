@@ -31,6 +31,7 @@ import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
+from itertools import islice
 from typing import Any, Protocol, final
 
 import anyio
@@ -107,6 +108,12 @@ class Remote(Protocol):
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Like :meth:`send`, waiting while the connection's buffer is full."""
+
+    def hold(self) -> None:
+        """Defer writing until :meth:`release`, so what is sent meanwhile leaves together."""
+
+    def release(self) -> None:
+        """End a :meth:`hold`: write what it deferred."""
 
     def close(self) -> None:
         """Close every connection; called when the node stops."""
@@ -824,6 +831,34 @@ class Node:
         else:
             await mb.put_wait(msg)
 
+    async def deliver_many(self, to: Pid, msgs: list[object]) -> None:
+        """Deliver *msgs*, in order, as :meth:`deliver` delivers each (for a run of
+        messages from one connection to one process)."""
+        proc = self._lookup(to)
+        if proc is None:
+            self.dead_letters += len(msgs)
+            return
+        mb = proc.mailbox
+        i, n = 0, len(msgs)
+        while True:
+            room = mb.bound - len(mb)
+            if room > 0:
+                # put() makes the queue and wakes the receiver; the rest join it at C speed.
+                j = min(n, i + room)
+                mb.put(msgs[i])
+                if j > i + 1:
+                    mb._q.extend(islice(msgs, i + 1, j))
+                i = j
+            if i == n:
+                return
+            await mb.put_wait(msgs[i])  # full: wait for room, as deliver() does
+            i += 1
+            if i == n:
+                return
+            if mb.closed:  # the process ended meanwhile: the rest are dead letters
+                self.dead_letters += n - i
+                return
+
     # -- calls and replies -----------------------------------------------------------
 
     async def start_server(
@@ -858,10 +893,8 @@ class Node:
         caller_pid = caller.pid if caller is not None else None
         if type(target) is Pid and target.node == self.name:
             return await self._call_local(target, request, caller_pid, timeout)
-        ref, slot = self._open_slot(caller_pid, target)
+        ref, slot = self._open_call(caller_pid, target, request)
         try:
-            if not slot.done:
-                self.send(target, Call(ref, request, caller_pid))
             return await self._wait_slot(slot, timeout)
         finally:
             self._close_slot(ref, target)
@@ -890,6 +923,27 @@ class Node:
             del pending[ref.serial]
             if proc.watchers is not None:
                 proc.watchers.pop(ref, None)
+
+    def _open_call(
+        self, caller: Pid | None, target: Pid | Name, request: object
+    ) -> tuple[Ref, _ReplySlot]:
+        """Open the slot of a call to another node and send the call; its MONITOR and
+        SEND leave together, in one write (see ``Remote.hold``)."""
+        remote = self.remote
+        if remote is not None:
+            remote.hold()
+        try:
+            ref, slot = self._open_slot(caller, target)
+            try:
+                if not slot.done:
+                    self.send(target, Call(ref, request, caller))
+            except BaseException:
+                self._close_slot(ref, target)
+                raise
+        finally:
+            if remote is not None:
+                remote.release()
+        return ref, slot
 
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None

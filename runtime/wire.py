@@ -145,6 +145,7 @@ __all__ = [
     "Registry",
     "Reject",
     "Send",
+    "SendRun",
     "Unlink",
     "encode",
     "encode_many",
@@ -489,6 +490,16 @@ class Reject(NamedTuple):
     """REJECT (19): the sender refuses the handshake, for the stated reason."""
 
     reason: str
+
+
+class SendRun(NamedTuple):
+    """Consecutive SENDs to the pid *to*, with no sender: their messages, in order.
+
+    Made only by :meth:`FrameDecoder.feed_runs`; it is not an operation of the wire.
+    """
+
+    to: Pid
+    msgs: list[Any]
 
 
 Op: TypeAlias = (
@@ -1056,6 +1067,7 @@ class FrameEncoder:
         self._exts: dict[Pid | Ref | Name, bytes] = {}  # the packed ext of each
         self._last_to: object = None
         self._last_head = b""
+        self._last_size = 1
         self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
 
     def encode(self, op: Op) -> bytes:
@@ -1098,6 +1110,7 @@ class FrameEncoder:
             head = cached if cached is not None else self._send_head(to, msg, sender)
             self._last_to = to
             self._last_head = head
+            self._last_size = len(head) + 1  # the head and the tail (no sender)
         tail = b"\xc0" if sender is None else (self._exts.get(sender) or self._id_ext(sender))
         if type(msg) in _SCALARS:
             try:
@@ -1110,6 +1123,27 @@ class FrameEncoder:
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), head, body, tail))
+
+    def send_into(self, buf: bytearray, to: Pid | Name, msg: object) -> None:
+        """Append the frame of ``Send(to, msg)`` to *buf*: :meth:`encode_send`'s bytes,
+        made without the intermediate frame when *msg* is a scalar sent to the same
+        destination as the last SEND. Raises as :meth:`encode`; then *buf* is unchanged.
+        """
+        if to is self._last_to and type(msg) in _SCALARS:
+            try:
+                body = self._plain(msg)
+            except OverflowError:
+                raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+            head = self._last_head
+            n = len(head) + len(body) + 1
+            if n > self.max_frame:
+                raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+            buf += _LENGTH.pack(n)
+            buf += head
+            buf += body
+            buf += b"\xc0"
+        else:
+            buf += self.encode_send(to, msg)
 
     def _shallow(self, x: object) -> bytes | None:
         """The encoding of a field value that is a scalar, a pid, a ref, or a registered
@@ -1154,14 +1188,14 @@ class FrameEncoder:
         types = _ID_FIELDS[code]
         if len(op) != len(types):
             return None
-        parts = [_FIXARRAY[len(types) + 1] + _FIXINT[code]]
+        parts = [_ID_HEADS[code]]
         append = parts.append
         exts = self._exts
-        for v, allowed in zip(op, types, strict=True):
-            if type(v) not in allowed:
+        for v, allowed in zip(op, types):  # noqa: B905 - the lengths are equal
+            t = type(v)
+            if t not in allowed:
                 return None
-        for v in op:
-            if type(v) is Name:
+            if t is Name:
                 try:
                     ext = exts.get(v)
                 except TypeError:  # unhashable inside: the general path refuses it
@@ -1193,7 +1227,10 @@ class FrameEncoder:
 
     def _id_ext(self, x: Pid | Ref) -> bytes:
         code = EXT_PID if type(x) is Pid else EXT_REF
-        ext: bytes = msgpack.packb(_new_tuple(_ExtType, (code, _ident(x))))
+        payload = _ident(x)
+        n = len(payload)
+        # The bytes msgpack makes of ExtType(code, payload), without making a Packer.
+        ext = (bytes((0xC7, n, code)) if 16 < n <= 0xFF else _ext_head(code, n)) + payload
         exts = self._exts
         if len(exts) >= _CACHE_MAX:
             exts.clear()
@@ -1259,6 +1296,8 @@ _ID_FIELDS: Final[dict[int, tuple[frozenset[type], ...]]] = {
     7: (frozenset({Ref}), _DESTS),
 }
 _FAST_OPS: Final = frozenset({Send, CallReply, *_ID_OPS})
+# The head ``[code`` of each: a fixarray of the fields and the opcode, then the opcode.
+_ID_HEADS: Final = {code: bytes((0x90 | (len(t) + 1), code)) for code, t in _ID_FIELDS.items()}
 _FIXARRAY: Final = [bytes([0x90 | n]) for n in range(16)]
 _FIXINT: Final = [bytes([n]) for n in range(128)]
 _NAMES: dict[str, bytes] = {}  # the packed str of each registered name, made on use
@@ -1369,6 +1408,19 @@ class FrameDecoder:
                 poisoned: this and every later call raise. Operations decoded from the
                 same *data* before the bad frame are lost with the connection.
         """
+        return self._feed(data, -1 if limit is None else limit, runs=False)  # type: ignore[return-value]
+
+    def feed_runs(self, data: bytes | bytearray | memoryview) -> list[Op | SendRun]:
+        """As :meth:`feed`, but consecutive SENDs to one pid with no sender come as one
+        :class:`SendRun` of their messages, in order: the receiver's fast path.
+
+        Raises as :meth:`feed`.
+        """
+        return self._feed(data, -1, runs=True)
+
+    def _feed(
+        self, data: bytes | bytearray | memoryview, room: int, *, runs: bool
+    ) -> list[Op | SendRun]:
         if self._error is not None:
             raise ProtocolError(f"decoder unusable after an earlier error: {self._error}")
         buf = self._buf
@@ -1376,10 +1428,10 @@ class FrameDecoder:
             buf += data
         if len(buf) < 4:
             return []
-        out: list[Op] = []
+        out: list[Op | SendRun] = []
         try:
             with memoryview(buf) as view:
-                off = self._decode(buf, view, out, -1 if limit is None else limit)
+                off = self._decode(buf, view, out, room, runs)
         except ProtocolError as exc:
             self._error = exc
             # Drop the bytes; not clear(): the traceback may still hold a view of them.
@@ -1388,8 +1440,11 @@ class FrameDecoder:
         del buf[:off]
         return out
 
-    def _decode(self, buf: bytearray, view: memoryview, out: list[Op], room: int) -> int:
-        """Append up to *room* (-1: all) operations of *buf* to *out*; the offset reached."""
+    def _decode(
+        self, buf: bytearray, view: memoryview, out: list[Op | SendRun], room: int, runs: bool
+    ) -> int:
+        """Append up to *room* (-1: all) operations of *buf* to *out* (with *runs*, SENDs
+        of the fast path gathered in :class:`SendRun` lists); the offset reached."""
         n = len(buf)
         off = 0
         unpack_from = _LENGTH.unpack_from
@@ -1405,6 +1460,12 @@ class FrameDecoder:
         # sender, ``[1, to`` ... ``None]``, needs only its message decoded.
         send_head = self._send_head
         send_to = self._send_to
+        skip = len(send_head) + 4
+        run: list[Any] | None = None  # the messages of the SendRun being gathered
+        short = min(depth_limit, max_frame)  # frames this long need no depth check
+        # Cleared before a frame whose depth is checked, and after each check: set in
+        # between only by ext values of frames too short to need the check.
+        unpacking.native = False
         while n - off >= 4 and room != 0:
             (size,) = unpack_from(buf, off)
             if size > max_frame or size == 0:
@@ -1415,9 +1476,8 @@ class FrameDecoder:
             if end > n:
                 break
             if buf[end - 1] == 0xC0 and send_to is not None and buf.startswith(send_head, off + 4):
-                unpacking.native = False
                 try:
-                    msg = unpackb(view[off + 4 + len(send_head) : end - 1], ext_hook=ext_hook)
+                    msg = unpackb(view[off + skip : end - 1], ext_hook=ext_hook)
                 except ProtocolError:
                     raise
                 except Exception:  # not [1, to, msg, None] after all: the general path says why
@@ -1426,6 +1486,7 @@ class FrameDecoder:
                     if size > depth_limit:
                         t = type(msg)
                         if t is list or t is dict or unpacking.native:
+                            unpacking.native = False
                             # A value D deep needs D container heads: count them, walk
                             # only if needed (the message sits at level 2).
                             if not heads:
@@ -1436,10 +1497,36 @@ class FrameDecoder:
                                 )
                                 if problem is not None:
                                     raise ProtocolError(problem)
-                    append(_new_tuple(Send, (send_to, msg, None)))
                     off = end
                     room -= 1
+                    if not runs:
+                        append(_new_tuple(Send, (send_to, msg, None)))
+                        continue
+                    if run is None:
+                        run = [msg]
+                        append(_new_tuple(SendRun, (send_to, run)))
+                    else:
+                        run.append(msg)
+                    # The run's inner loop: the frames above, short enough to need no
+                    # depth check. Any other frame goes round the outer loop.
+                    more = run.append
+                    while n - off >= 4:
+                        (size,) = unpack_from(buf, off)
+                        end = off + 4 + size
+                        if (
+                            not 0 < size <= short
+                            or end > n
+                            or buf[end - 1] != 0xC0
+                            or not buf.startswith(send_head, off + 4)
+                        ):
+                            break
+                        try:
+                            more(unpackb(view[off + skip : end - 1], ext_hook=ext_hook))
+                        except Exception:  # the outer loop decodes it again, and says why
+                            break
+                        off = end
                     continue
+            run = None
             unpacking.native = False
             try:
                 value = unpackb(view[off + 4 : end], ext_hook=ext_hook)
@@ -1482,6 +1569,7 @@ class FrameDecoder:
                         send_head = self._send_head = b"\x94\x01" + msgpack.packb(
                             _new_tuple(_ExtType, (EXT_PID, _ident(to)))
                         )
+                        skip = len(send_head) + 4
                 append(_new_tuple(cls, value[1:]))
             off = end
             room -= 1

@@ -277,6 +277,12 @@ class LocalRemote:
             raise PeerBusy(to if isinstance(to, Pid) else Pid(name, 0, 0), net.max_queue)
         net._push(conn, self, wire.Send(to, msg))
 
+    def hold(self) -> None:
+        """Nothing to hold: each packet is delivered on its own (see :meth:`send`)."""
+
+    def release(self) -> None:
+        """The end of a :meth:`hold`; nothing to do."""
+
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Like :meth:`send`, waiting while more than ``max_queue`` packets wait."""
         name = to.node if isinstance(to, Pid) else str(to.node)

@@ -225,6 +225,22 @@ class TestMessages:
             assert await inbox.wait_count(2) == [1, 3]
             assert a.dist.is_connected("b@test")
 
+    async def test_send_wait_of_scalars_arrives_in_order_and_refuses_huge_ints(self) -> None:
+        """send_wait carries every scalar in order; an int beyond 64 bits is the sender's
+        ValueError, and the connection survives it."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+            values: list[Any] = [0, 2**64 - 1, -(2**63), 1.5, True, None, "s", b"b"]
+
+            for v in values:
+                await a.node.send_wait(inbox.pid, v)
+            with pytest.raises(ValueError, match="64 bits"):
+                await a.node.send_wait(inbox.pid, 2**64)
+            await a.node.send_wait(inbox.pid, "after")
+
+            assert [*values, "after"] == await inbox.wait_count(len(values) + 1)
+            assert a.dist.is_connected("b@test")
+
     async def test_unknown_remote_pid_is_a_dead_letter_on_the_receiver(self) -> None:
         """A message to a remote pid that does not exist is counted where it lands."""
         async with cluster("a@test", "b@test") as (a, b):
@@ -320,6 +336,35 @@ class TestCalls:
             reason = result[0].reason  # type: ignore[attr-defined]
             assert isinstance(reason, Crashed)
             assert (reason.kind, reason.message) == ("RuntimeError", "mid-call")
+
+    async def test_concurrent_calls_from_many_processes_are_all_answered(self) -> None:
+        """Many processes calling at once each get their own replies, in order (the
+        first write of a batch goes out directly, the rest through the writer)."""
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            answers: dict[int, list[Any]] = {}
+
+            async def caller(k: int) -> None:
+                for i in range(20):
+                    answers.setdefault(k, []).append(await runtime.call(pid, ("echo", (k, i))))
+
+            for k in range(30):
+                a.node.spawn(caller, k)
+            await wait_until(lambda: sum(map(len, answers.values())) == 600)
+
+            assert {k: [(k, i) for i in range(20)] for k in range(30)} == answers
+
+    async def test_calls_leave_no_monitor_on_the_server(self) -> None:
+        """After calls end, the server holds none of their monitors: each DEMONITOR
+        arrives, if not with a later frame, then with the next heartbeat."""
+        async with cluster("a@test", "b@test", heartbeat_interval=0.05) as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            with anyio.fail_after(BOUND):
+                for i in range(5):
+                    assert i == await a.node.call(pid, ("echo", i))
+
+            await wait_until(lambda: not b.node.process(pid).watchers)
+            assert b.dist.is_connected("a@test")  # not dropped for silence meanwhile
 
     async def test_call_to_unregistered_remote_name_is_noproc(self) -> None:
         """A call to a name nobody registered on the remote node fails with NoProc."""
@@ -465,6 +510,19 @@ class TestMonitors:
 
             assert ref2 == (await probe.wait_for(is_down)).ref
             assert watcher.messages == []
+
+    async def test_demonitor_reaches_the_target_node_without_other_traffic(self) -> None:
+        """A DEMONITOR with nothing sent after it still arrives (with the next heartbeat)."""
+        async with cluster("a@test", "b@test", heartbeat_interval=0.05) as (a, b):
+            watcher = Inbox(a.node)
+            target = b.node.spawn(idle)
+            ref = a.node.monitor(watcher.pid, target)
+            await wait_until(lambda: bool(b.node.process(target).watchers))
+
+            assert a.node.demonitor(ref)
+
+            await wait_until(lambda: not b.node.process(target).watchers)
+            assert b.dist.is_connected("a@test")  # not dropped for silence meanwhile
 
 
 class TestNodeLoss:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from runtime.errors import AuthenticationFailed, ProtocolError
 from runtime.handshake import Handshake, Role
 from runtime.pid import Pid
-from runtime.wire import FrameDecoder, FrameEncoder, Send, unpack_value
+from runtime.wire import FrameDecoder, FrameEncoder, Op, Send, SendRun, unpack_value
 from tests.runtime.test_wire import REG, values
 
 EXAMPLES = int(os.environ.get("REGENCY_FUZZ_EXAMPLES", "100"))
@@ -124,6 +124,48 @@ def test_valid_streams_decode_however_they_are_cut(data: bytes, at: list[int]) -
         dec.feed(chunk)
 
     assert dec.buffered == 0
+
+
+two_pids = st.sampled_from([Pid("a@h", 1, 1), Pid("a@h", 2, 1)])
+mixed_ops = st.lists(
+    st.builds(Send, two_pids, values, st.none() | two_pids), min_size=1, max_size=8
+)
+
+
+def decode_both(chunks: list[bytes]) -> tuple[bytes | str, bytes | str]:
+    """What ``feed`` and ``feed_runs`` (runs expanded) make of *chunks*: the frames of
+    the ops decoded (compared as bytes, so a NaN equals itself), then the error if any."""
+    enc = FrameEncoder(REG, max_frame=MAX_FRAME * 64)
+    plain = FrameDecoder(REG, max_frame=MAX_FRAME * 64)
+    runs = FrameDecoder(REG, max_frame=MAX_FRAME * 64)
+    outcomes: list[bytes | str] = []
+    for dec, gather in ((plain, False), (runs, True)):
+        got: list[Op] = []
+        error = ""
+        try:
+            for chunk in chunks:
+                if not gather:
+                    got += dec.feed(chunk)
+                    continue
+                for item in dec.feed_runs(chunk):
+                    if type(item) is SendRun:
+                        assert item.msgs
+                        got += [Send(item.to, m) for m in item.msgs]
+                    else:
+                        got.append(item)  # type: ignore[arg-type]
+        except ProtocolError as e:
+            error = str(e)
+        outcomes.append(enc.encode_many(got) + error.encode())
+    return outcomes[0], outcomes[1]
+
+
+@fuzz
+@given(st.builds(lambda ops: FrameEncoder(REG).encode_many(ops), mixed_ops) | streams, cuts)
+def test_feed_runs_decodes_as_feed_does(data: bytes, at: list[int]) -> None:
+    """feed_runs returns feed's ops, SENDs of a run gathered, and fails where it fails."""
+    plain, runs = decode_both(chunked(data, at))
+
+    assert plain == runs
 
 
 @fuzz
