@@ -51,6 +51,7 @@ from .errors import (
     ServerExited,
     Unregistered,
 )
+from .logs import Logger
 from .mailbox import DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
 from .messages import Call, Cast, Down, Exit, From, TimerRef, UnsendableReply
 from .pid import Name, Pid, Ref
@@ -306,8 +307,8 @@ class Node:
         self._closing = False
         self._stopped = False
         self._node_token: Any = None
-        # A lazy logger: structlog configured after the node is made still applies.
-        self._log = structlog.get_logger("regency", node=name)
+        # Bound lazily: structlog configured after the node is made still applies.
+        self._log = Logger("regency", node=name)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from runtime import wire
 from runtime.errors import CallTimeout, ReceiveTimeout, ServerExited
 from runtime.errors import StartFailed as _RuntimeStartFailed
 from runtime.genserver import GenServer, Stop
+from runtime.logs import Logger
 from runtime.messages import Down, Exit
 from runtime.node import Node, current_node
 from runtime.pid import Name, Pid
@@ -400,7 +401,7 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
         context = {"node": node.name, "supervisor": str(me)}
         if name is not None:
             context["supervisor_name"] = name
-        self._log = structlog.get_logger("regency", **context)
+        self._log = Logger("regency", **context)
         if self._rng is None:
             self._rng = _make_rng(node, me)
 
