@@ -102,6 +102,7 @@ __all__ = [
     "Member",
     "PutFailed",
     "encode_put",
+    "keep_connected",
     "main",
     "run_member",
 ]
@@ -114,6 +115,9 @@ PROPOSE_TIMEOUT: Final = 5.0
 
 READ_TIMEOUT: Final = 2.0
 """Seconds a get waits for its read index before answering ``retry``."""
+
+RECONNECT_INTERVAL: Final = 0.1
+"""Seconds between two checks that this member is connected to every other member."""
 
 log = structlog.get_logger("regency.raft.app")
 
@@ -441,6 +445,27 @@ class KVClient:
 # --------------------------------------------------------------------------- the member
 
 
+async def keep_connected(
+    dist: Distribution, name: str, host: str, port: int, interval: float = RECONNECT_INTERVAL
+) -> None:
+    """Keep a connection up to the member ``name``, dialling it again when it is lost.
+
+    The distribution layer connects on demand, and in a healthy cluster only the leader
+    talks to the followers: two followers would otherwise first connect when the leader
+    is gone and one asks the other for a (pre-)vote, so the election's first round trip
+    would carry a TCP connect and a handshake, and two requests crossing that slow round
+    trip can both win their pre-vote and split the vote. A restarted member also dials
+    everyone at once, so its leader need not wait out its own redial backoff to reach it.
+    """
+    while True:
+        if not dist.is_connected(name):
+            try:
+                await dist.connect(host, port, name)
+            except Exception as exc:  # the layer logs the failure; try again later
+                log.debug("member_unreachable", peer=name, error=str(exc))
+        await anyio.sleep(interval)
+
+
 def _peer(text: str) -> tuple[str, str, int]:
     name, sep, address = text.partition("=")
     if not sep or not name:
@@ -482,6 +507,8 @@ async def run_member(args: argparse.Namespace, secret: bytes) -> None:
             async with anyio.create_task_group() as tg:
                 await tg.start(driver.run)
                 transport.serve(driver)
+                for name, host, port in peers:
+                    tg.start_soon(keep_connected, dist, name, host, port)
                 member = Member(node, driver, store, tg)
                 await node.start_server(ClientService, member, name=CLIENT_SERVICE)
                 assert dist.address is not None
