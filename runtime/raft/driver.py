@@ -789,7 +789,8 @@ class RaftDriver:
         Ticking a core N times in a row with no input in between is the same as ticking
         it at each interval, so an idle loop sleeps until the tick that matters: a
         follower's or candidate's election timeout, a leader's next heartbeat or
-        check-quorum round. Messages and requests wake it earlier, and the ticks that
+        check-quorum round, or the end of a follower's leader lease when a pre-vote
+        request waits for it. Messages and requests wake it earlier, and the ticks that
         elapsed meanwhile are applied before they are handled.
         """
         core = self._core
@@ -803,6 +804,8 @@ class RaftDriver:
             )
         else:
             ticks = core.randomized_election_timeout - core.election_elapsed
+            if core.has_deferred_pre_votes:  # answered at the tick the lease runs out
+                ticks = min(ticks, self._cfg.election_ticks - core.election_elapsed)
         return max(1, ticks)
 
     async def _handle_ready(self, rd: Ready) -> None:

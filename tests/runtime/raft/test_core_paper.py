@@ -41,6 +41,7 @@ from runtime.raft.progress import ProgressState
 from .interp import Cluster
 
 IDS = ("1", "2", "3")
+ELECTION_TICKS = Config(id="1", voters=IDS).election_ticks
 
 
 def config(nid: str = "1", voters: tuple[str, ...] = IDS, **kw: object) -> Config:
@@ -275,6 +276,41 @@ def test_follower_with_recent_leader_ignores_vote_requests(msg_type: MsgType) ->
     n2.step(Message(msg_type, "3", "2", term=5, log_term=9, index=9))
 
     assert (n2.term, n2.leader, n2.has_ready()) == (1, "1", False)
+
+
+def test_pre_vote_ignored_during_the_lease_is_answered_once_it_runs_out() -> None:
+    """A pre-vote that arrived a tick before the lease ran out is granted when it does."""
+    c = cluster()
+    elect(c)
+    n2 = c.nodes["2"].node
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+    request = Message(MsgType.PRE_VOTE, "3", "2", term=2, log_term=1, index=1)
+
+    n2.step(request)
+    assert not n2.has_ready()  # still in the lease: ignored for now
+    n2.tick()  # the lease runs out
+
+    granted = [m for m in msgs(n2) if m.type is MsgType.PRE_VOTE_RESP]
+    assert [(m.to, m.term, m.reject) for m in granted] == [("3", 2, False)]
+    assert (n2.term, n2.vote) == (1, "1")  # a pre-vote changes nothing here
+
+
+def test_pre_vote_ignored_during_the_lease_is_dropped_when_the_leader_is_heard() -> None:
+    """The leader is alive after all: the deferred pre-vote is never answered."""
+    c = cluster()
+    elect(c)
+    n2 = c.nodes["2"].node
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+    n2.step(Message(MsgType.PRE_VOTE, "3", "2", term=2, log_term=1, index=1))
+    n2.step(Message(MsgType.HEARTBEAT, "1", "2", term=1, commit=1))
+    drain(n2)
+
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+
+    assert not [m for m in msgs(n2) if m.type is MsgType.PRE_VOTE_RESP]
 
 
 def test_follower_grants_transfer_vote_despite_recent_leader() -> None:
