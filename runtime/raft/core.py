@@ -1219,6 +1219,26 @@ class RaftNode:
         self._append_entry(EntryKind.NOOP, b"")
         self._bcast_append()
 
+    def _retry_soon(self) -> None:
+        """Campaign again within ``[1, election_ticks]`` ticks after a pre-vote refusal.
+
+        A voter refuses a pre-vote outright (one in its leader lease ignores it instead)
+        when its log is more up to date, or when it timed out at the same moment and is
+        a pre-candidate itself (``_competing_pre_vote``). In that second case, with the
+        leader dead, two followers refuse each other and neither can win: each waited
+        out a whole round, a fresh randomized timeout of 150-300 ms by default, which
+        made such failovers the slowest of all. A pre-vote round changes no term and no
+        vote, so trying again sooner disrupts no one; the new draw keeps the two apart.
+        (If the refuser's log was more up to date it wins its own election meanwhile,
+        and its first message resets this timeout.) On a follower that lost the round
+        the timeout counts from now; on a pre-candidate still waiting for other answers
+        it only ever shortens the round.
+        """
+        retry = 1 + self._cfg.rng.randrange(self._cfg.election_ticks)
+        if self._role is Role.PRE_CANDIDATE:
+            retry = min(self._randomized_election_timeout, self._election_elapsed + retry)
+        self._randomized_election_timeout = retry
+
     def _promotable(self) -> bool:
         return self._id in self._voters
 
@@ -1488,7 +1508,12 @@ class RaftNode:
                     self._become_leader()
             elif result is _Poll.LOST:
                 _log.info("election_lost", node=self._id, term=self._term)
+                pre = self._role is Role.PRE_CANDIDATE
                 self._become_follower(self._term, None)
+                if pre:
+                    self._retry_soon()
+            elif msg.reject and self._role is Role.PRE_CANDIDATE:
+                self._retry_soon()
         else:
             _log.debug("message_ignored", node=self._id, term=self._term, type=t.name)
 

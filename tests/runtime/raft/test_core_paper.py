@@ -313,6 +313,29 @@ def test_pre_vote_ignored_during_the_lease_is_dropped_when_the_leader_is_heard()
     assert not [m for m in msgs(n2) if m.type is MsgType.PRE_VOTE_RESP]
 
 
+def test_pre_candidates_that_refused_each_other_retry_within_an_election_timeout() -> None:
+    """Two followers that time out together, their leader dead, refuse each other's
+    pre-vote (each competes with its own), so neither can win this round; they try
+    again within one minimum election timeout, not a whole new randomized one, and
+    one of them wins."""
+    c = cluster()
+    elect(c)
+    c.groups = [{"1"}, {"2", "3"}]  # the leader is gone
+    n2, n3 = c.nodes["2"].node, c.nodes["3"].node
+    n2.campaign()
+    n3.campaign()
+    c.stabilize(["2", "3"])
+    assert (n2.role, n3.role) == (Role.PRE_CANDIDATE, Role.PRE_CANDIDATE)  # both refused
+    assert max(n2.randomized_election_timeout, n3.randomized_election_timeout) <= ELECTION_TICKS
+
+    for _ in range(ELECTION_TICKS):
+        for n in (n2, n3):
+            n.tick()
+        c.stabilize(["2", "3"])
+
+    assert {n2.role, n3.role} == {Role.LEADER, Role.FOLLOWER}
+
+
 def test_follower_grants_transfer_vote_despite_recent_leader() -> None:
     """A vote request marked as a leadership transfer bypasses leader stickiness."""
     c = cluster()
