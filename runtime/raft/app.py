@@ -37,8 +37,8 @@ first element says what happened:
   application); ``["not_leader", hint]`` at once when this member is not the leader
   (``hint``: the leader's id, or None during an election; nothing was proposed, retry
   at the hint); ``["retry", why]`` when the outcome is unknown or the proposal was
-  refused for a moment (a leadership transfer, leadership lost before commit, a
-  timeout): retry with the same ``seq``; ``["unavailable", why]`` when the member is
+  refused for a moment (a leadership transfer, leadership lost before commit):
+  retry with the same ``seq``; ``["unavailable", why]`` when the member is
   stopping; ``["error", text]`` for a command the state machine rejected.
 * ``("get", key)`` -> ``["ok", value]`` (None when absent), read linearizably (a read
   index confirmed by the leader's quorum, then the local store; works on followers);
@@ -80,7 +80,7 @@ from ..handshake import load_secret
 from ..messages import From
 from ..node import Node
 from ..pid import Name
-from .core import Entry, NotLeader, ProposalDropped, RaftError, Role
+from .core import Entry, NotLeader, ProposalDropped, RaftError
 from .dist_transport import DistTransport
 from .driver import (
     DEFAULT_ELECTION_TICKS,
@@ -102,6 +102,7 @@ __all__ = [
     "Member",
     "PutFailed",
     "encode_put",
+    "keep_connected",
     "main",
     "run_member",
 ]
@@ -109,11 +110,11 @@ __all__ = [
 CLIENT_SERVICE: Final = "raft_client"
 """The registered name of the client service on every member."""
 
-PROPOSE_TIMEOUT: Final = 5.0
-"""Seconds a put waits for its entry to be applied before answering ``retry``."""
-
 READ_TIMEOUT: Final = 2.0
 """Seconds a get waits for its read index before answering ``retry``."""
+
+RECONNECT_INTERVAL: Final = 0.1
+"""Seconds between two checks that this member is connected to every other member."""
 
 log = structlog.get_logger("regency.raft.app")
 
@@ -233,11 +234,24 @@ def _refusal(exc: RaftError) -> list[object]:
     return ["retry", str(exc)]
 
 
+def _put_answer(result: object, error: BaseException | None) -> list[object]:
+    """The answer to a put, from its proposal's outcome."""
+    if error is None:
+        return ["ok", result]
+    if isinstance(error, RaftError):
+        return _refusal(error)
+    if isinstance(error, ValueError):  # the store rejected the command (on every member)
+        return ["error", str(error)]
+    return ["retry", repr(error)]
+
+
 class ClientService(GenServer):
     """The ``raft_client`` service: puts, linearizable gets and status (module docstring).
 
-    Requests are served concurrently: a put or get runs in its own task and replies when
-    done, so one slow commit never holds up the next request.
+    Requests are served concurrently, so one slow commit never holds up the next request:
+    a put is handed to the driver (:meth:`~runtime.raft.driver.RaftDriver.propose_nowait`),
+    whose loop replies as soon as the entry is applied (no task waits for it, which
+    saves a task start and a wake-up per put); a get runs in its own task.
     """
 
     async def init(self, member: Member) -> None:
@@ -258,10 +272,15 @@ class ClientService(GenServer):
                     or type(seq) is not int
                 ):
                     return ["error", "put expects (put, str key, value, str client_id, int seq)"]
-                st = m.driver.status()
-                if st.role is not Role.LEADER:
-                    return ["not_leader", st.leader]
-                m.tg.start_soon(self._put, from_, encode_put(key, value, client_id, seq))
+                node = m.node
+
+                def done(result: object, error: BaseException | None) -> None:
+                    node.reply(from_, _put_answer(result, error))
+
+                try:
+                    m.driver.propose_nowait(encode_put(key, value, client_id, seq), done)
+                except RaftError as exc:
+                    return _refusal(exc)
                 return NOREPLY
             if op == "get" and len(request) == 2 and isinstance(request[1], str):
                 m.tg.start_soon(self._read, from_, request[1])
@@ -270,17 +289,6 @@ class ClientService(GenServer):
                 m.tg.start_soon(self._read, from_, None)
                 return NOREPLY
         return ["error", f"unknown request {request!r:.100}"]
-
-    async def _put(self, from_: From, data: bytes) -> None:
-        m = self.member
-        answer: list[object]
-        try:
-            answer = ["ok", await m.driver.propose(data, timeout=PROPOSE_TIMEOUT)]
-        except RaftError as exc:
-            answer = _refusal(exc)
-        except ValueError as exc:  # the store rejected the command (on every member)
-            answer = ["error", str(exc)]
-        m.node.reply(from_, answer)
 
     async def _read(self, from_: From, key: str | None) -> None:
         m = self.member
@@ -441,6 +449,27 @@ class KVClient:
 # --------------------------------------------------------------------------- the member
 
 
+async def keep_connected(
+    dist: Distribution, name: str, host: str, port: int, interval: float = RECONNECT_INTERVAL
+) -> None:
+    """Keep a connection up to the member ``name``, dialling it again when it is lost.
+
+    The distribution layer connects on demand, and in a healthy cluster only the leader
+    talks to the followers: two followers would otherwise first connect when the leader
+    is gone and one asks the other for a (pre-)vote, so the election's first round trip
+    would carry a TCP connect and a handshake, and two requests crossing that slow round
+    trip can both win their pre-vote and split the vote. A restarted member also dials
+    everyone at once, so its leader need not wait out its own redial backoff to reach it.
+    """
+    while True:
+        if not dist.is_connected(name):
+            try:
+                await dist.connect(host, port, name)
+            except Exception as exc:  # the layer logs the failure; try again later
+                log.debug("member_unreachable", peer=name, error=str(exc))
+        await anyio.sleep(interval)
+
+
 def _peer(text: str) -> tuple[str, str, int]:
     name, sep, address = text.partition("=")
     if not sep or not name:
@@ -482,6 +511,8 @@ async def run_member(args: argparse.Namespace, secret: bytes) -> None:
             async with anyio.create_task_group() as tg:
                 await tg.start(driver.run)
                 transport.serve(driver)
+                for name, host, port in peers:
+                    tg.start_soon(keep_connected, dist, name, host, port)
                 member = Member(node, driver, store, tg)
                 await node.start_server(ClientService, member, name=CLIENT_SERVICE)
                 assert dist.address is not None

@@ -787,6 +787,9 @@ class RaftNode:
         self._role = Role.FOLLOWER
         self._prs: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
+        # Pre-vote requests that arrived while this node's leader lease ran: answered at
+        # the first tick the lease has run out, dropped when the leader is heard from.
+        self._deferred_pre_votes: dict[str, Message] = {}
         self._msgs: list[Message] = []
         self._early_msgs: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -888,6 +891,11 @@ class RaftNode:
         """The current election timeout in ticks, in [election_ticks, 2 * election_ticks)."""
         return self._randomized_election_timeout
 
+    @property
+    def has_deferred_pre_votes(self) -> bool:
+        """Whether pre-vote requests wait for this node's leader lease to run out."""
+        return bool(self._deferred_pre_votes)
+
     def progress(self) -> dict[str, Progress]:
         """Return the leader's view of every voter's log (empty unless leader); read only."""
         return dict(self._prs) if self._role is Role.LEADER else {}
@@ -988,6 +996,8 @@ class RaftNode:
             if msg.type in (MsgType.VOTE, MsgType.PRE_VOTE):
                 force = msg.context == CAMPAIGN_TRANSFER
                 if not force and self._in_lease():
+                    if msg.type is MsgType.PRE_VOTE:
+                        self._deferred_pre_votes[msg.frm] = msg
                     _log.info(
                         "vote_ignored",
                         node=self._id,
@@ -1151,6 +1161,7 @@ class RaftNode:
         )
         self._lead_transferee = None
         self._votes = {}
+        self._deferred_pre_votes = {}
         last = self._rlog.last_index()
         self._prs = {}
         for v in self._voters:
@@ -1208,6 +1219,26 @@ class RaftNode:
         self._append_entry(EntryKind.NOOP, b"")
         self._bcast_append()
 
+    def _retry_soon(self) -> None:
+        """Campaign again within ``[1, election_ticks]`` ticks after a pre-vote refusal.
+
+        A voter refuses a pre-vote outright (one in its leader lease ignores it instead)
+        when its log is more up to date, or when it timed out at the same moment and is
+        a pre-candidate itself (``_competing_pre_vote``). In that second case, with the
+        leader dead, two followers refuse each other and neither can win: each waited
+        out a whole round, a fresh randomized timeout of 150-300 ms by default, which
+        made such failovers the slowest of all. A pre-vote round changes no term and no
+        vote, so trying again sooner disrupts no one; the new draw keeps the two apart.
+        (If the refuser's log was more up to date it wins its own election meanwhile,
+        and its first message resets this timeout.) On a follower that lost the round
+        the timeout counts from now; on a pre-candidate still waiting for other answers
+        it only ever shortens the round.
+        """
+        retry = 1 + self._cfg.rng.randrange(self._cfg.election_ticks)
+        if self._role is Role.PRE_CANDIDATE:
+            retry = min(self._randomized_election_timeout, self._election_elapsed + retry)
+        self._randomized_election_timeout = retry
+
     def _promotable(self) -> bool:
         return self._id in self._voters
 
@@ -1226,6 +1257,35 @@ class RaftNode:
         if self._promotable() and self._election_elapsed >= self._randomized_election_timeout:
             self._election_elapsed = 0
             self._hup(transfer=False)
+        if self._deferred_pre_votes and not self._in_lease():
+            self._answer_deferred_pre_votes()
+
+    def _answer_deferred_pre_votes(self) -> None:
+        """Answer the pre-vote requests ignored while the leader lease ran.
+
+        A follower ignores a pre-vote while it heard from its leader within the minimum
+        election timeout (leader stickiness). When the leader has died, the first
+        follower to time out asks the other one, whose lease may still run for a tick:
+        both last heard the leader at about the same instant, but each counts ticks at
+        its own phase, and their timeouts are drawn separately, so the asker may be one
+        tick ahead. Ignoring it for good would cost the asker a whole new randomized
+        timeout (or wait for the other follower's own timeout); instead the request is
+        kept and handled, like a fresh one, at the first tick without a lease, and
+        dropped as soon as the leader is heard from again (it is alive after all). A
+        pre-vote changes no term and no vote, so answering it late is as safe as
+        answering a request sent again. This runs after this node's own timeout check,
+        so a node that times out in the same tick answers as a pre-candidate of this
+        tick (see ``_competing_pre_vote``), as it would have answered a request that
+        arrived then. (Restarting this node's timer when it grants, so that it does not
+        campaign against the asker, was tried: a five-node property test then found a
+        schedule that never settled on a leader.)
+        """
+        pending, self._deferred_pre_votes = self._deferred_pre_votes, {}
+        for msg in pending.values():
+            _log.info(
+                "deferred_pre_vote_answered", node=self._id, term=self._term, candidate=msg.frm
+            )
+            self.step(msg)
 
     def _tick_heartbeat(self) -> None:
         self._heartbeat_elapsed += 1
@@ -1402,19 +1462,22 @@ class RaftNode:
 
     # ------------------------------------------------------------------ role steps
 
+    def _heard_from_leader(self, leader: str) -> None:
+        self._election_elapsed = 0
+        self._lead = leader
+        if self._deferred_pre_votes:
+            self._deferred_pre_votes = {}
+
     def _step_follower(self, msg: Message) -> None:
         t = msg.type
         if t is MsgType.APPEND:
-            self._election_elapsed = 0
-            self._lead = msg.frm
+            self._heard_from_leader(msg.frm)
             self._handle_append(msg)
         elif t is MsgType.HEARTBEAT:
-            self._election_elapsed = 0
-            self._lead = msg.frm
+            self._heard_from_leader(msg.frm)
             self._handle_heartbeat(msg)
         elif t is MsgType.SNAPSHOT:
-            self._election_elapsed = 0
-            self._lead = msg.frm
+            self._heard_from_leader(msg.frm)
             self._handle_snapshot(msg)
         elif t is MsgType.TIMEOUT_NOW:
             _log.info("transfer_campaign_started", node=self._id, term=self._term, frm=msg.frm)
@@ -1445,7 +1508,12 @@ class RaftNode:
                     self._become_leader()
             elif result is _Poll.LOST:
                 _log.info("election_lost", node=self._id, term=self._term)
+                pre = self._role is Role.PRE_CANDIDATE
                 self._become_follower(self._term, None)
+                if pre:
+                    self._retry_soon()
+            elif msg.reject and self._role is Role.PRE_CANDIDATE:
+                self._retry_soon()
         else:
             _log.debug("message_ignored", node=self._id, term=self._term, type=t.name)
 

@@ -129,6 +129,7 @@ __all__ = [
     "DriverStorage",
     "IoRunner",
     "LeadershipLost",
+    "ProposalCallback",
     "ProposalTimeout",
     "RaftDriver",
     "ReadTimeout",
@@ -141,6 +142,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_module_log = structlog.get_logger("regency.raft.driver")
 
 #: Seconds between ticks of the core.
 DEFAULT_TICK_INTERVAL: Final = 0.010
@@ -320,14 +323,19 @@ class Status:
 # --------------------------------------------------------------------------- internals
 
 
+#: Called by the loop with a proposal's outcome: ``(result, None)`` or ``(None, error)``.
+ProposalCallback = Callable[[object, BaseException | None], None]
+
+
 @final
 class _Waiter:
-    """A one-shot result slot for a request waiting on the loop."""
+    """A one-shot result slot for a request waiting on the loop, or a callback for it."""
 
-    __slots__ = ("_done", "_error", "_result", "abandoned", "index", "term")
+    __slots__ = ("_callback", "_done", "_error", "_result", "abandoned", "index", "term")
 
-    def __init__(self) -> None:
+    def __init__(self, callback: ProposalCallback | None = None) -> None:
         self._done = anyio.Event()
+        self._callback = callback
         self._result: object = None
         self._error: BaseException | None = None
         self.index = 0
@@ -338,11 +346,22 @@ class _Waiter:
         if not self._done.is_set():
             self._result = value
             self._done.set()
+            if self._callback is not None:
+                self._call(value, None)
 
     def set_error(self, error: BaseException) -> None:
         if not self._done.is_set():
             self._error = error
             self._done.set()
+            if self._callback is not None:
+                self._call(None, error)
+
+    def _call(self, result: object, error: BaseException | None) -> None:
+        assert self._callback is not None
+        try:
+            self._callback(result, error)
+        except Exception as exc:  # a broken callback must not stop consensus
+            _module_log.warning("proposal_callback_failed", error=repr(exc))
 
     @property
     def done(self) -> bool:
@@ -568,9 +587,31 @@ class RaftDriver:
             DriverStopped: The driver is not running, or stopped meanwhile.
             Exception: Whatever ``StateMachine.apply`` raised for this entry.
         """
+        waiter = self._enqueue_proposal(data, None)
+        return await self._await(waiter, timeout, ProposalTimeout, "proposal")
+
+    def propose_nowait(self, data: bytes, done: ProposalCallback) -> None:
+        """Replicate ``data`` like :meth:`propose`, but report the outcome to ``done``.
+
+        For a server that answers its clients itself: no task waits, and the loop calls
+        ``done(result, None)`` right after applying the entry, or ``done(None, error)``
+        with the error :meth:`propose` would raise (``LeadershipLost``,
+        ``DriverStopped``, whatever ``StateMachine.apply`` raised, ...). There is no
+        timeout: the outcome always comes, because a leader that cannot commit steps
+        down (check-quorum) and a stopping driver fails every request. ``done`` runs on
+        the loop, so it must be quick and must not block; an exception it raises is
+        logged and ignored.
+
+        Raises:
+            NotLeader, ProposalDropped, DriverStopped: at once, as :meth:`propose`
+                (``done`` is then never called).
+        """
+        self._enqueue_proposal(data, done)
+
+    def _enqueue_proposal(self, data: bytes, done: ProposalCallback | None) -> _Waiter:
         self._check_running()
         self._check_leader()
-        waiter = _Waiter()
+        waiter = _Waiter(done)
 
         def op() -> None:
             waiter.index = self._core.propose(data)
@@ -579,7 +620,7 @@ class RaftDriver:
 
         self._ops.append((op, waiter))
         self._wake.set()
-        return await self._await(waiter, timeout, ProposalTimeout, "proposal")
+        return waiter
 
     async def read_index(self, timeout: float | None = None) -> int:
         """Confirm leadership with a quorum and wait until this node applied that index.
@@ -789,7 +830,8 @@ class RaftDriver:
         Ticking a core N times in a row with no input in between is the same as ticking
         it at each interval, so an idle loop sleeps until the tick that matters: a
         follower's or candidate's election timeout, a leader's next heartbeat or
-        check-quorum round. Messages and requests wake it earlier, and the ticks that
+        check-quorum round, or the end of a follower's leader lease when a pre-vote
+        request waits for it. Messages and requests wake it earlier, and the ticks that
         elapsed meanwhile are applied before they are handled.
         """
         core = self._core
@@ -803,6 +845,8 @@ class RaftDriver:
             )
         else:
             ticks = core.randomized_election_timeout - core.election_elapsed
+            if core.has_deferred_pre_votes:  # answered at the tick the lease runs out
+                ticks = min(ticks, self._cfg.election_ticks - core.election_elapsed)
         return max(1, ticks)
 
     async def _handle_ready(self, rd: Ready) -> None:

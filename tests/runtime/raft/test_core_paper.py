@@ -41,6 +41,7 @@ from runtime.raft.progress import ProgressState
 from .interp import Cluster
 
 IDS = ("1", "2", "3")
+ELECTION_TICKS = Config(id="1", voters=IDS).election_ticks
 
 
 def config(nid: str = "1", voters: tuple[str, ...] = IDS, **kw: object) -> Config:
@@ -275,6 +276,64 @@ def test_follower_with_recent_leader_ignores_vote_requests(msg_type: MsgType) ->
     n2.step(Message(msg_type, "3", "2", term=5, log_term=9, index=9))
 
     assert (n2.term, n2.leader, n2.has_ready()) == (1, "1", False)
+
+
+def test_pre_vote_ignored_during_the_lease_is_answered_once_it_runs_out() -> None:
+    """A pre-vote that arrived a tick before the lease ran out is granted when it does."""
+    c = cluster()
+    elect(c)
+    n2 = c.nodes["2"].node
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+    request = Message(MsgType.PRE_VOTE, "3", "2", term=2, log_term=1, index=1)
+
+    n2.step(request)
+    assert not n2.has_ready()  # still in the lease: ignored for now
+    n2.tick()  # the lease runs out
+
+    granted = [m for m in msgs(n2) if m.type is MsgType.PRE_VOTE_RESP]
+    assert [(m.to, m.term, m.reject) for m in granted] == [("3", 2, False)]
+    assert (n2.term, n2.vote) == (1, "1")  # a pre-vote changes nothing here
+
+
+def test_pre_vote_ignored_during_the_lease_is_dropped_when_the_leader_is_heard() -> None:
+    """The leader is alive after all: the deferred pre-vote is never answered."""
+    c = cluster()
+    elect(c)
+    n2 = c.nodes["2"].node
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+    n2.step(Message(MsgType.PRE_VOTE, "3", "2", term=2, log_term=1, index=1))
+    n2.step(Message(MsgType.HEARTBEAT, "1", "2", term=1, commit=1))
+    drain(n2)
+
+    for _ in range(ELECTION_TICKS - 1):
+        n2.tick()
+
+    assert not [m for m in msgs(n2) if m.type is MsgType.PRE_VOTE_RESP]
+
+
+def test_pre_candidates_that_refused_each_other_retry_within_an_election_timeout() -> None:
+    """Two followers that time out together, their leader dead, refuse each other's
+    pre-vote (each competes with its own), so neither can win this round; they try
+    again within one minimum election timeout, not a whole new randomized one, and
+    one of them wins."""
+    c = cluster()
+    elect(c)
+    c.groups = [{"1"}, {"2", "3"}]  # the leader is gone
+    n2, n3 = c.nodes["2"].node, c.nodes["3"].node
+    n2.campaign()
+    n3.campaign()
+    c.stabilize(["2", "3"])
+    assert (n2.role, n3.role) == (Role.PRE_CANDIDATE, Role.PRE_CANDIDATE)  # both refused
+    assert max(n2.randomized_election_timeout, n3.randomized_election_timeout) <= ELECTION_TICKS
+
+    for _ in range(ELECTION_TICKS):
+        for n in (n2, n3):
+            n.tick()
+        c.stabilize(["2", "3"])
+
+    assert {n2.role, n3.role} == {Role.LEADER, Role.FOLLOWER}
 
 
 def test_follower_grants_transfer_vote_despite_recent_leader() -> None:

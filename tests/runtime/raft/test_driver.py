@@ -306,6 +306,42 @@ async def test_cut_off_leader_fails_pending_proposal_with_leadership_lost(
         assert Role.LEADER is not leader.status().role
 
 
+async def test_propose_nowait_reports_each_outcome_to_its_callback(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """propose_nowait: the result once applied, LeadershipLost after losing the quorum,
+    and NotLeader raised at once on a follower (the callback is then never called)."""
+    async with cluster(3) as c:
+        await c.start_all()
+        leader = await c.leader()
+        outcomes: list[tuple[object, BaseException | None]] = []
+        applied = trio.Event()
+
+        def done(result: object, error: BaseException | None) -> None:
+            outcomes.append((result, error))
+            applied.set()
+
+        leader.propose_nowait(b"a", done)
+        with trio.fail_after(1):
+            await applied.wait()
+        assert outcomes == [(1, None)]
+        assert c.machines[leader.id].items == [b"a"]
+
+        follower = next(d for d in c.drivers.values() if d is not leader)
+        await trio.sleep(0.1)
+        with pytest.raises(NotLeader):
+            follower.propose_nowait(b"b", done)
+
+        c.net.partition([leader.id], [i for i in c.ids if i != leader.id])
+        applied = trio.Event()
+        leader.propose_nowait(b"lost?", done)
+        with trio.fail_after(1):
+            await applied.wait()
+        assert outcomes[-1][0] is None
+        assert isinstance(outcomes[-1][1], LeadershipLost)
+        assert len(outcomes) == 2
+
+
 async def test_transfer_leadership_to_named_node(autojump_clock: trio.testing.MockClock) -> None:
     """transfer_leadership hands over to the target, faster than an election timeout."""
     async with cluster(3) as c:
