@@ -232,6 +232,18 @@ def test_supervision_full_sizes_have_the_fixed_case_names() -> None:
     ]
 
 
+@pytest.mark.parametrize(("children", "index"), [(1, 0), (4, 1)])
+def test_bare_restart_bound_restarts_the_named_child(children: int, index: int) -> None:
+    """The bare-trio bound runs the suite's protocol to completion, one sample per restart."""
+    import trio
+
+    from benchmarks import bare_restart
+
+    samples = trio.run(bare_restart._bare, children, index, 5)
+    assert len(samples) == 5
+    assert all(s > 0 for s in samples)
+
+
 # --------------------------------------------------------------------------- transport
 
 
