@@ -273,6 +273,9 @@ class Distribution:
         self._drained: anyio.Event | None = None  # set while closing, once buffers are out
         self._held = 0  # nesting of hold()
         self._held_peers: list[_Peer] = []  # peers whose writer wake-up hold() deferred
+        # The ``to`` of the last CALL_REPLY (a node's pid 0): the same for every reply to
+        # one caller node, so it is built, and its ext looked up, once.
+        self._reply_to = Pid(node.name, 0, 0)
         self._closed = False
         self.address: tuple[str, int] | None = None
         self.rejected_connections = 0
@@ -565,7 +568,10 @@ class Distribution:
         Raises:
             Unregistered: *value* holds a value of a class that may not travel.
         """
-        op = wire.CallReply(ref, value, Pid(ref.node, 0, ref.creation))
+        to = self._reply_to
+        if to.node != ref.node or to.creation != ref.creation:
+            to = self._reply_to = Pid(ref.node, 0, ref.creation)
+        op = wire.CallReply(ref, value, to)
         peer = self._reachable(ref.node)
         if peer is not None:
             # The caller waits for exactly this: written at once if the writer is idle.
