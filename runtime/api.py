@@ -7,12 +7,14 @@ that need no calling process (``send``, ``spawn``, ``call``...) act on that node
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Final
 
-from .errors import ProcessExit
+from .errors import NotInProcess, ProcessExit
+from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
-from .node import Dest, Node, current_node, current_process
+from .node import Dest, Node, Process, _current_process, current_node, current_process
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
 
@@ -22,31 +24,114 @@ def self_pid() -> Pid:
     return current_process().pid
 
 
+# send, send_wait and receive carry the local fast path inline (one Python frame per
+# message instead of four): a live local pid whose mailbox has room. Anything else falls
+# back to the Node and Mailbox methods, which state the full behaviour. A sender keeps
+# the mailbox it last sent to (``Mailbox._peer``): sending to the same pid object again
+# skips the lookup, and the receiver's death is seen as its mailbox being closed.
+
+
+def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
+    """The mailbox of *dest* if it is a live local process, remembered as *me*'s peer."""
+    node = me.node
+    if type(dest) is not Pid or dest.node != node.name or dest.creation != node.creation:
+        return None
+    proc = node._procs.get(dest.serial)
+    if proc is None:
+        return None
+    mb = proc.mailbox
+    if mb._q is _EMPTY:  # a mailbox that never held a message takes the slow path once
+        return None
+    own = me.mailbox
+    own._peer = mb
+    own._peer_pid = dest
+    return mb
+
+
 def send(dest: Dest, msg: object) -> None:
     """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
-    current_node().send(dest, msg)
+    me = _current_process.get()
+    if me is None:
+        current_node().send(dest, msg)
+        return
+    own = me.mailbox
+    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
+    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
+        mb._q.append(msg)
+        w = mb._waiter
+        if w is not None:
+            mb._waiter = None
+            mb._backend.unpark(w)
+        return
+    me.node.send(dest, msg)
+
+
+@types.coroutine
+def _enqueued() -> Generator[Any, None, None]:
+    return
+    yield  # a generator-based coroutine that has finished
+
+
+_ENQUEUED: Final = _enqueued()
+"""An awaitable that is already done: awaiting it returns None at once, in C."""
+_ENQUEUED.close()
 
 
 def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
-    """Send *msg*, waiting while the receiver's mailbox is full (backpressure); await it."""
-    return current_node().send_wait(dest, msg)
+    """Send *msg*, waiting while the receiver's mailbox is full (backpressure); await it.
+
+    When the mailbox has room the message is enqueued at once, and the awaitable only
+    charges the sender's reduction budget (yielding when it is spent).
+    """
+    me = _current_process.get()
+    if me is None:
+        return current_node().send_wait(dest, msg)
+    own = me.mailbox
+    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
+    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
+        mb._q.append(msg)
+        w = mb._waiter
+        if w is not None:
+            mb._waiter = None
+            mb._backend.unpark(w)
+        own._budget -= 1  # one reduction charged to the sender
+        if own._budget > 0:
+            return _ENQUEUED
+        own._budget = DEFAULT_BUDGET
+        return own._backend.checkpoint()
+    return me.node.send_wait(dest, msg)
 
 
-def receive(
-    match: Callable[[Any], bool] | None = None, timeout: float | None = None
-) -> Awaitable[Any]:
-    """Take the oldest message (the oldest for which ``match(msg)`` is true); await it.
+async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+    """Take the oldest message (the oldest for which ``match(msg)`` is true).
 
     Messages that do not match stay in the mailbox in their order. Waits up to
     *timeout* seconds (``None``: forever; ``0``: only what is already there).
 
     Raises:
         ReceiveTimeout: nothing (matching) arrived in time.
+        NotInProcess: called outside a process.
     """
-    mb = current_process().mailbox
-    if match is None:
-        return mb.get(timeout)
-    return mb.get_match(match, timeout)
+    me = _current_process.get()
+    if me is None:
+        raise NotInProcess("this must be called from inside a process")
+    mb = me.mailbox
+    if match is not None:
+        return await mb.get_match(match, timeout)
+    if not mb._q:
+        if timeout is not None:
+            return await mb.get(timeout)
+        park = mb._backend.park
+        while not mb._q:
+            await park(mb)
+    msg = mb._q.popleft()
+    if mb._senders:
+        mb._wake_sender()
+    mb._budget -= 1
+    if mb._budget <= 0:
+        mb._budget = DEFAULT_BUDGET
+        await mb._backend.checkpoint()
+    return msg
 
 
 def spawn(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
@@ -148,9 +233,10 @@ def cancel_timer(timer: TimerRef) -> bool:
     return current_node().cancel_timer(timer)
 
 
-async def call(dest: Dest, request: object, timeout: float | None = 5.0) -> Any:
-    """Call a GenServer and wait for its reply; see :meth:`Node.call` for every outcome."""
-    return await current_node().call(dest, request, timeout)
+def call(dest: Dest, request: object, timeout: float | None = 5.0) -> Awaitable[Any]:
+    """Call a GenServer and wait for its reply; await it. See :meth:`Node.call`."""
+    me = _current_process.get()
+    return (me.node if me is not None else current_node()).call(dest, request, timeout)
 
 
 def cast(dest: Dest, msg: object) -> None:

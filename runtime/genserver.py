@@ -27,6 +27,7 @@ import anyio
 import structlog
 
 from .errors import CallTimeout, ProcessExit, ServerExited, StartFailed
+from .mailbox import DEFAULT_BUDGET
 from .messages import Call, Cast, From
 from .node import TERMINATE_TIMEOUT, Node, _current_process, current_process
 from .pid import Pid, Ref
@@ -104,21 +105,33 @@ async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> No
     if ack:
         node.reply(ack[0], proc.pid)
     mb = proc.mailbox
+    park = mb._backend.park
     reason: ExitReason = NORMAL
     try:
         while True:
-            msg = await mb.get()
+            # Mailbox.get inlined: one frame less per message on the server's hot path.
+            if not mb._q:
+                while not mb._q:
+                    await park(mb)
+            msg = mb._q.popleft()
+            if mb._senders:
+                mb._wake_sender()
+            mb._budget -= 1
+            if mb._budget <= 0:
+                mb._budget = DEFAULT_BUDGET
+                await mb._backend.checkpoint()
             t = type(msg)
             if t is Call:
                 call: Call = msg  # type: ignore[assignment]
+                ref = call.ref
                 try:
-                    result = await server.handle_call(call.request, From(call.caller, call.ref))
+                    result = await server.handle_call(call.request, From(call.caller, ref))
                 except Stop as stop:
                     if stop.has_reply:
-                        node.reply(call.ref, stop.reply)
+                        node.reply(ref, stop.reply)
                     raise
                 if result is not NOREPLY:
-                    node.reply(call.ref, result)
+                    node.reply(ref, result)
             elif t is Cast:
                 await server.handle_cast(msg.msg)  # type: ignore[attr-defined]
             else:

@@ -55,6 +55,8 @@ class Mailbox(Parkable):
     __slots__ = (
         "_backend",
         "_budget",
+        "_peer",
+        "_peer_pid",
         "_q",
         "_senders",
         "_waiter",
@@ -76,6 +78,10 @@ class Mailbox(Parkable):
         self._senders: deque[_Slot] | None = None
         self._backend = backend
         self._budget = DEFAULT_BUDGET
+        # The mailbox this process last sent to, and its pid: the sender's fast path
+        # (runtime.api) skips the pid lookup when it sends to the same pid again.
+        self._peer: Mailbox | None = None
+        self._peer_pid: object = None
 
     def __len__(self) -> int:
         return len(self._q)
@@ -159,6 +165,7 @@ class Mailbox(Parkable):
         self.closed = True
         left = list(self._q)
         self._q = _EMPTY
+        self._peer = self._peer_pid = None
         senders = self._senders
         while senders:
             self._wake_sender()

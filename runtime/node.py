@@ -52,7 +52,7 @@ from .errors import (
     Unregistered,
 )
 from .logs import Logger
-from .mailbox import DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
+from .mailbox import _EMPTY, DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
 from .messages import Call, Cast, Down, Exit, From, TimerRef, UnsendableReply
 from .pid import Name, Pid, Ref
 from .reasons import (
@@ -120,8 +120,9 @@ class Remote(Protocol):
         """Close every connection; called when the node stops."""
 
 
-@final
 class _Monitor:
+    """One monitor: *watcher* (None: the runtime itself) watches *target*."""
+
     __slots__ = ("callback", "ref", "target", "watcher")
 
     def __init__(
@@ -134,12 +135,22 @@ class _Monitor:
 
 
 @final
-class _ReplySlot(Parkable):
-    """Where one pending call's reply (or its server's exit) lands."""
+class _ReplySlot(_Monitor, Parkable):
+    """Where one pending call's reply (or its server's exit) lands.
+
+    A local call registers the slot itself as its monitor on the server (``_fire_down``
+    calls :meth:`fail`): one object per call instead of a slot, a monitor record and a
+    bound method. A remote call's monitor holds :meth:`fail` as its callback instead.
+    """
 
     __slots__ = ("_backend", "_waiter", "done", "reason", "timed_out", "value")
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, ref: Ref | None, target: Pid | None) -> None:
+        # ref and target are set for a local call's slot (its own monitor record).
+        self.ref = ref  # type: ignore[assignment]
+        self.target = target  # type: ignore[assignment]
+        self.watcher = None
+        self.callback = None
         self._backend = backend
         self._waiter: Any = None
         self.done = False
@@ -164,8 +175,9 @@ class _Timeouts(Parkable):
 
     A call with a timeout pushes ``(deadline, seq, slot)`` on a heap; the task sleeps
     until the earliest deadline, marks slots that are still waiting as timed out and
-    wakes them. Answered slots are dropped lazily; the heap is rebuilt when more than
-    half of it is answered, so it stays proportional to the calls in flight.
+    wakes them. Answered slots are dropped lazily: from the head when a call is added,
+    and by rebuilding the heap when more than half of it is answered, so it stays
+    proportional to the calls in flight.
     """
 
     __slots__ = ("_backend", "_closed", "_heap", "_next", "_seq", "_waiter")
@@ -180,8 +192,13 @@ class _Timeouts(Parkable):
 
     def add(self, slot: _ReplySlot, deadline: float) -> None:
         """Time *slot* out at *deadline* unless it is answered first."""
-        self._seq += 1
         heap = self._heap
+        # Drop answered calls at the head now, not when the task next wakes: with one
+        # timeout for every call the head is the oldest call, and an entry kept
+        # alive for a thousand calls would only feed the garbage collector.
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        self._seq += 1
         heapq.heappush(heap, (deadline, self._seq, slot))
         if len(heap) > 1024 and self._seq % 1024 == 0:
             live = [e for e in heap if not e[2].done]
@@ -229,6 +246,10 @@ class _Timeouts(Parkable):
             self._next = math.inf
 
 
+def _no_clock() -> float:
+    raise NodeClosed("the node is not running")
+
+
 @final
 class Process:
     """The runtime's record of one process. User code sees only its :class:`Pid`."""
@@ -255,7 +276,9 @@ class Process:
         self.trap_exit = False
         self.name: str | None = None
         self.links: set[Pid] | None = None
-        self.watchers: dict[Ref, _Monitor] | None = None  # monitors others hold on us
+        # Monitors others hold on us, by ref; a local call's monitor is keyed by its
+        # reply slot itself (hashed by identity, cheaper than a Ref).
+        self.watchers: dict[Ref | _ReplySlot, _Monitor] | None = None
         self.monitors: dict[Ref, Pid | Name] | None = None  # monitors we hold on others
         self._scope: CancelScope | None = None
         self._pending: ExitReason | None = None
@@ -302,6 +325,7 @@ class Node:
         self._ref_serial = 0
         self._tg: TaskGroup | None = None
         self._timeouts: _Timeouts | None = None
+        self._now: Callable[[], float] = _no_clock
         self._tg_cm: AbstractAsyncContextManager[TaskGroup] | None = None
         self._backend: Backend | None = None
         self._closing = False
@@ -319,6 +343,7 @@ class Node:
         self._tg_cm = self._backend.open_task_group()
         self._tg = await self._tg_cm.__aenter__()
         self._timeouts = _Timeouts(self._backend)
+        self._now = self._backend.clock()
         self._tg.start_soon(self._timeouts.run, name="regency.timeouts")
         self._node_token = _current_node.set(self)
         return self
@@ -680,6 +705,9 @@ class Node:
         return False
 
     def _fire_down(self, rec: _Monitor, reason: ExitReason) -> None:
+        if type(rec) is _ReplySlot:  # a local call's monitor on its server
+            rec.fail(reason)
+            return
         self._remote_monitors.pop(rec.ref, None)
         if rec.callback is not None:
             rec.callback(reason)
@@ -886,44 +914,68 @@ class Node:
             CallTimeout: no reply within *timeout* seconds (``None``: wait forever).
             MailboxFull: the server's mailbox is at its bound.
         """
-        try:
-            target = self._resolve(dest)
-        except NoProcError:
-            raise ServerExited(NOPROC) from None
+        if type(dest) is Pid:
+            target: Pid | Name = dest
+        else:
+            try:
+                target = self._resolve(dest)
+            except NoProcError:
+                raise ServerExited(NOPROC) from None
         caller = _current_process.get()
         caller_pid = caller.pid if caller is not None else None
-        if type(target) is Pid and target.node == self.name:
-            return await self._call_local(target, request, caller_pid, timeout)
-        ref, slot = self._open_call(caller_pid, target, request)
-        try:
-            return await self._wait_slot(slot, timeout)
-        finally:
-            self._close_slot(ref, target)
-
-    async def _call_local(
-        self, target: Pid, request: object, caller: Pid | None, timeout: float | None
-    ) -> Any:
-        """The call fast path for a server on this node: the same protocol, inlined."""
+        if type(target) is not Pid or target.node != self.name:
+            return await self._call_remote(target, request, caller_pid, timeout)
+        # A server on this node: the protocol of _call_remote, inlined (this is the hot
+        # path of every local call): the reply slot is itself the call's monitor record.
         proc = self._procs.get(target.serial)
         if proc is None or target.creation != self.creation:
             raise ServerExited(NOPROC)
         self._ref_serial += 1
-        ref = Ref(self.name, self._ref_serial, self.creation)
-        assert self._backend is not None
-        slot = _ReplySlot(self._backend)
+        serial = self._ref_serial
+        ref = Ref(self.name, serial, self.creation)
+        backend = self._backend
+        assert backend is not None
+        slot = _ReplySlot(backend, ref, target)
         watchers = proc.watchers
         if watchers is None:
             watchers = proc.watchers = {}
-        watchers[ref] = _Monitor(ref, None, target, slot.fail)
+        watchers[slot] = slot
         pending = self._pending
-        pending[ref.serial] = slot
+        pending[serial] = slot
         try:
-            proc.mailbox.put(Call(ref, request, caller))
+            mb = proc.mailbox  # Mailbox.put inlined
+            q = mb._q
+            if len(q) >= mb.bound or q is _EMPTY:
+                mb.put(Call(ref, request, caller_pid))
+            else:
+                q.append(Call(ref, request, caller_pid))
+                w = mb._waiter
+                if w is not None:
+                    mb._waiter = None
+                    backend.unpark(w)
+            if timeout is not None:
+                assert self._timeouts is not None
+                self._timeouts.add(slot, self._now() + timeout)
+            park = backend.park
+            while not slot.done:
+                await park(slot)
+        finally:
+            del pending[serial]
+            if proc.watchers is not None:
+                proc.watchers.pop(slot, None)
+        if slot.reason is None and not slot.timed_out and type(slot.value) is not UnsendableReply:
+            return slot.value
+        return _slot_outcome(slot, timeout)
+
+    async def _call_remote(
+        self, target: Pid | Name, request: object, caller: Pid | None, timeout: float | None
+    ) -> Any:
+        """A call to a server on another node: monitor it, send the call, wait."""
+        ref, slot = self._open_call(caller, target, request)
+        try:
             return await self._wait_slot(slot, timeout)
         finally:
-            del pending[ref.serial]
-            if proc.watchers is not None:
-                proc.watchers.pop(ref, None)
+            self._close_slot(ref, target)
 
     def _open_call(
         self, caller: Pid | None, target: Pid | Name, request: object
@@ -948,7 +1000,7 @@ class Node:
 
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None
-        slot = _ReplySlot(self._backend)
+        slot = _ReplySlot(self._backend, None, None)
         ref = self.monitor(None, target, callback=slot.fail)
         self._pending[ref.serial] = slot
         return ref, slot
@@ -963,17 +1015,10 @@ class Node:
         if not slot.done:
             if timeout is not None:
                 assert self._timeouts is not None
-                self._timeouts.add(slot, backend.current_time() + timeout)
+                self._timeouts.add(slot, self._now() + timeout)
             while not slot.done:
                 await backend.park(slot)
-            if slot.timed_out:
-                raise CallTimeout(f"no reply within {timeout} s")
-        if slot.reason is not None:
-            raise ServerExited(slot.reason)
-        value = slot.value
-        if type(value) is UnsendableReply:
-            raise ReplyNotSendable(f"the {value.kind} reply could not travel: {value.error}")
-        return value
+        return _slot_outcome(slot, timeout)
 
     def reply(self, to: From | Ref, value: object) -> None:
         """Reply to the call *to* (a GenServer's ``from_``, or its ref), from any process.
@@ -1132,6 +1177,18 @@ class Node:
                     proc.links.discard(p)
                     self._signal(proc, p, reason, link=True)
         self._log.warning("node_down", peer=node)
+
+
+def _slot_outcome(slot: _ReplySlot, timeout: float | None) -> Any:
+    """The value of an answered call, or the error that ended it."""
+    if slot.timed_out:
+        raise CallTimeout(f"no reply within {timeout} s")
+    if slot.reason is not None:
+        raise ServerExited(slot.reason)
+    value = slot.value
+    if type(value) is UnsendableReply:
+        raise ReplyNotSendable(f"the {value.kind} reply could not travel: {value.error}")
+    return value
 
 
 def _node_of(rec: _Monitor) -> str:
