@@ -425,17 +425,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free on ``host`` a moment ago (bind 0, close)."""
+    """``n`` distinct ports that were free on ``host`` a moment ago.
+
+    The caller hands them to child processes, which bind them later. A port from the
+    kernel's ephemeral range can be taken in between by any outgoing connection (the
+    runtime's own dials among them), which made a member fail with "address already in
+    use" now and then; so the ports are drawn at random from below that range, where
+    only another listener choosing the same number can collide.
+
+    Raises:
+        OSError: no free port was found in 1,000 tries.
+    """
+    low = _ephemeral_low()
+    floor = 10_000 if low > 12_000 else 1_024
+    rng = random.SystemRandom()
+    ports: list[int] = []
     socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(1_000):
+            if len(ports) == n:
+                return ports
+            port = rng.randrange(floor, low)
+            if port in ports:
+                continue
             s = socket.socket()
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
+            ports.append(port)
+        if len(ports) == n:
+            return ports
+        raise OSError(f"no {n} free ports on {host} below {low}")
     finally:
         for s in socks:
             s.close()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (32768 where it cannot be read)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

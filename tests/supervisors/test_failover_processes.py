@@ -161,3 +161,17 @@ async def test_a_paused_deposed_leader_gets_none_of_its_commands_applied(
     assert of_old_term_after == []
     assert stale_accepted(records) == []
     assert accepted_completes(records) == Counter(dict.fromkeys(ids, 1))
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    """Ports handed to child processes cannot be taken meanwhile by an outgoing dial."""
+    import socket
+
+    from supervisors.member_app import _ephemeral_low, free_ports
+
+    ports = free_ports(8)
+    assert len(set(ports)) == 8
+    assert all(1024 <= p < _ephemeral_low() for p in ports)
+    for port in ports:  # each is still free right after
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ import pytest
 
 from runtime import Distribution, Node
 from runtime.raft.app import KVClient
+from supervisors.member_app import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +30,12 @@ MEMBERS = ["r1", "r2", "r3"]
 BOUND = 20.0  # seconds any single wait may take before the test fails
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Cluster:
     """Three member processes with data directories under ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ports = dict(zip(MEMBERS, _free_ports(3), strict=True))
+        self.ports = dict(zip(MEMBERS, free_ports(3), strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, member: str) -> None:
