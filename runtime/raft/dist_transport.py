@@ -7,13 +7,15 @@ Each member of a Raft group runs, on its node, a process registered as
 and may drop (Raft retries): a peer that is unreachable, or a connection whose buffer
 is full, loses the message and it is counted in :attr:`DistTransport.dropped`.
 
-A message travels as one ``bytes`` value: a flat msgpack array of its fields
-(:func:`encode`, :func:`decode`), which costs a few microseconds where the generic path
-for registered attrs classes (one msgpack extension, packed and unpacked in Python, for
-the message, its type and every entry and entry kind) cost tens, several times per
-commit on every member. The Raft message classes are also registered on the wire
-(``regency.raft.*``) when this module is imported, and a ``Message`` received as such
-is accepted as well.
+The Raft message classes are registered on the wire (``regency.raft.*``) when this
+module is imported, so they travel as msgpack, never pickle. With ``compact=True`` a
+message travels instead as one ``bytes`` value, a flat msgpack array of its fields
+(:func:`encode`, :func:`decode`): a few microseconds where the generic path for
+registered attrs classes (one msgpack extension, packed and unpacked in Python, for the
+message, its type and every entry and entry kind) costs tens, several times per commit
+on every member. The receiving process of :meth:`DistTransport.serve` accepts both
+forms; every member of a group must run a receiver that accepts the compact form before
+any member sends it (``python -m runtime.raft.app`` does).
 """
 
 from __future__ import annotations
@@ -130,18 +132,22 @@ class DistTransport:
         node: the local node, with a started ``Distribution`` whose peers include every
             other member (``add_peer``), so messages connect on demand.
         service: the registered name of the receiving process on every member.
+        compact: send messages in their :func:`encode` form (every member's receiver
+            must accept it, as :meth:`serve`'s does).
     """
 
-    def __init__(self, node: Node, service: str = SERVICE) -> None:
+    def __init__(self, node: Node, service: str = SERVICE, *, compact: bool = False) -> None:
         self.node = node
         self.service = service
+        self.compact = compact
+        """Send each message in its :func:`encode` form rather than as a ``Message``."""
         self.dropped = 0
         """Messages that could not be queued (peer unreachable or its buffer full)."""
 
     def send(self, to: str, msg: Message) -> None:
         """Queue *msg* for member *to*; drops it if that is not possible now."""
         try:
-            self.node.send(Name(self.service, to), encode(msg))
+            self.node.send(Name(self.service, to), encode(msg) if self.compact else msg)
         except (MailboxFull, NoProcError):
             self.dropped += 1
 

@@ -60,7 +60,7 @@ async def test_three_members_elect_and_replicate_over_tcp(tmp_path: Any) -> None
         logs: list[Log] = []
         for node, _dist in members:
             sm = Log()
-            transport = DistTransport(node)
+            transport = DistTransport(node, compact=True)
             storage = DurableStorage.open(tmp_path / node.name, voters=names)
             driver = RaftDriver(raft_config(node.name, names), storage, transport, sm)
             transport.serve(driver)
