@@ -344,12 +344,16 @@ def raft_config(
     heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS,
     pre_vote: bool = True,
     check_quorum: bool = True,
+    defer_commit_broadcast: bool = True,
 ) -> Config:
     """Return a core :class:`~runtime.raft.core.Config` with the driver's default timings.
 
     With the default ``tick_interval`` of 10 ms: heartbeats every 50 ms, election timeout
-    in [150, 300) ms, pre-vote and check-quorum on. ``rng`` defaults to one seeded from
-    the OS (production); the simulator passes one derived from its seed.
+    in [150, 300) ms, pre-vote and check-quorum on, and ``defer_commit_broadcast`` on: a
+    follower learns a new commit index with the leader's next APPEND or at the leader's
+    next tick (at most one tick later), which spares an APPEND and its acknowledgement
+    per follower per commit when proposals come one at a time. ``rng`` defaults to one
+    seeded from the OS (production); the simulator passes one derived from its seed.
     """
     return Config(
         id=id,
@@ -358,6 +362,7 @@ def raft_config(
         heartbeat_ticks=heartbeat_ticks,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
+        defer_commit_broadcast=defer_commit_broadcast,
         rng=rng if rng is not None else random.Random(),
     )
 
@@ -906,6 +911,8 @@ class RaftDriver:
         """
         core = self._core
         if core.role is Role.LEADER:
+            if core.has_commit_broadcast_due:
+                return 1  # the followers learn the new commit index at the next tick
             if any(pr.state is ProgressState.SNAPSHOT for pr in core.progress().values()):
                 return 1  # the snapshot timeout counts every tick
             hb = self._cfg.heartbeat_ticks
