@@ -492,7 +492,7 @@ async def run_member(args: argparse.Namespace, secret: bytes) -> None:
             dist = await Distribution(node, secret=secret).start(listen=args.listen)
             for name, host, port in peers:
                 dist.add_peer(name, host, port)
-            transport = DistTransport(node)
+            transport = DistTransport(node, compact=True)
             tick = args.tick_ms / 1000.0
             config = raft_config(
                 me,

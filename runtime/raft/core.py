@@ -316,6 +316,10 @@ class Config:
     # per APPEND message
     max_inflight: int = attrs.field(default=256, validator=_check_ticks)  # unacknowledged
     # APPEND messages per follower in replicate state
+    defer_commit_broadcast: bool = False  # a leader whose commit index advanced tells the
+    # followers with its next APPEND, or with an empty one at its next tick, rather than
+    # with an empty APPEND to each at once (etcd's behaviour, the default): with one
+    # client proposing sequentially that halves the messages per commit
     rng: random.Random = attrs.field(
         default=attrs.Factory(_default_rng, takes_self=True), eq=False
     )  # election jitter; default seeded with the node id, inject a seeded one in tests
@@ -790,6 +794,7 @@ class RaftNode:
         # Pre-vote requests that arrived while this node's leader lease ran: answered at
         # the first tick the lease has run out, dropped when the leader is heard from.
         self._deferred_pre_votes: dict[str, Message] = {}
+        self._commit_broadcast_due = False
         self._msgs: list[Message] = []
         self._early_msgs: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -890,6 +895,15 @@ class RaftNode:
     def randomized_election_timeout(self) -> int:
         """The current election timeout in ticks, in [election_ticks, 2 * election_ticks)."""
         return self._randomized_election_timeout
+
+    @property
+    def has_commit_broadcast_due(self) -> bool:
+        """Whether this leader's next tick tells the followers a new commit index.
+
+        Only with ``Config.defer_commit_broadcast``; a driver that sleeps through idle
+        ticks must wake for the next one.
+        """
+        return self._commit_broadcast_due
 
     @property
     def has_deferred_pre_votes(self) -> bool:
@@ -1121,7 +1135,7 @@ class RaftNode:
             and self._prs[self._id].maybe_update(self._rlog.stable_index())
             and self._maybe_commit()
         ):
-            self._bcast_append()
+            self._commit_advanced()
 
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Make a snapshot of the state machine at ``index``, for log compaction.
@@ -1162,6 +1176,7 @@ class RaftNode:
         self._lead_transferee = None
         self._votes = {}
         self._deferred_pre_votes = {}
+        self._commit_broadcast_due = False
         last = self._rlog.last_index()
         self._prs = {}
         for v in self._voters:
@@ -1319,6 +1334,8 @@ class RaftNode:
                     )
                     pr.pending_snapshot = 0
                     pr.become_probe()
+        if self._commit_broadcast_due:
+            self._bcast_append()
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._bcast_heartbeat()
@@ -1568,7 +1585,16 @@ class RaftNode:
     def _committed_in_term(self) -> bool:
         return self._rlog.term(self._rlog.committed) == self._term
 
+    def _commit_advanced(self) -> None:
+        if self._cfg.defer_commit_broadcast:
+            self._commit_broadcast_due = True
+        else:
+            self._bcast_append()
+
     def _bcast_append(self) -> None:
+        # Every follower that is not paused gets an APPEND, carrying the commit index; a
+        # paused one learns it from the acknowledgement that unpauses it, or a heartbeat.
+        self._commit_broadcast_due = False
         for v in self._voters:
             if v != self._id:
                 self._maybe_send_append(v, send_if_empty=True)
@@ -1638,7 +1664,7 @@ class RaftNode:
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(msg.index)
         if self._maybe_commit():
-            self._bcast_append()
+            self._commit_advanced()
         elif old_paused:
             self._maybe_send_append(msg.frm, send_if_empty=True)
         while self._maybe_send_append(msg.frm, send_if_empty=False):

@@ -388,6 +388,55 @@ def test_leader_commits_once_a_majority_stores_the_entry() -> None:
     assert leader.commit_index == index
 
 
+@pytest.mark.parametrize("defer", [False, True])
+def test_leader_tells_followers_a_new_commit_index_at_once_or_at_its_next_tick(
+    defer: bool,
+) -> None:
+    """A leader sends the new commit index in an APPEND to each follower as soon as it
+    advances (etcd); with defer_commit_broadcast, only at its next tick, unless a
+    proposal's APPENDs carry it first."""
+    c = cluster(defer_commit_broadcast=defer)
+    elect(c)
+    leader = c.nodes["1"].node
+    index = leader.propose(b"x")
+    c.process_ready("1")
+    c.queue = [m for m in c.queue if m.to == "2"]
+    c.deliver("2")
+    c.process_ready("2")
+    c.deliver("1")
+    assert leader.commit_index == index
+    sent = msgs(leader)
+    if not defer:
+        assert {(m.type, m.to, m.commit, m.entries) for m in sent} == {
+            (MsgType.APPEND, "2", index, ()),
+            (MsgType.APPEND, "3", index, ()),
+        }
+        assert not leader.has_commit_broadcast_due
+        return
+    assert sent == []
+    assert leader.has_commit_broadcast_due
+    leader.tick()  # heartbeat_ticks is 1 here: heartbeats leave too
+    sent = [m for m in msgs(leader) if m.type is not MsgType.HEARTBEAT]
+    assert {(m.type, m.to, m.commit) for m in sent} == {
+        (MsgType.APPEND, "2", index),
+        (MsgType.APPEND, "3", index),
+    }
+    assert not leader.has_commit_broadcast_due
+    # A proposal's APPENDs carry the commit index: nothing more is due.
+    index2 = leader.propose(b"y")
+    c.process_ready("1")
+    c.queue = [m for m in c.queue if m.to == "2"]
+    c.deliver("2")
+    c.process_ready("2")
+    c.deliver("1")
+    assert leader.commit_index == index2
+    assert leader.has_commit_broadcast_due
+    leader.propose(b"z")
+    appends = [m for m in msgs(leader) if m.type is MsgType.APPEND]
+    assert {(m.to, m.commit) for m in appends} == {("2", index2), ("3", index2)}
+    assert not leader.has_commit_broadcast_due
+
+
 def test_leader_does_not_count_replicas_of_older_terms() -> None:
     """Figure 8: an old-term entry stored on a majority is not committed by counting."""
     storage = MemoryStorage()
