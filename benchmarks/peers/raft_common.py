@@ -29,7 +29,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,8 @@ from typing import IO, Protocol
 
 import attrs
 import trio
+
+from supervisors.member_app import free_ports
 
 __all__ = [
     "ATTEMPT_INTERVAL",
@@ -70,20 +71,6 @@ class Timing:
     def election_max_ms(self) -> int:
         """Election timeouts are drawn from [min, 2 * min)."""
         return 2 * self.election_min_ms
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (free when asked; a race is unlikely)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ProcessCluster:
