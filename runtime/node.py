@@ -914,8 +914,13 @@ class Node:
             CallTimeout: no reply within *timeout* seconds (``None``: wait forever).
             MailboxFull: the server's mailbox is at its bound.
         """
+        target: Pid | Name | None
         if type(dest) is Pid:
-            target: Pid | Name = dest
+            target = dest
+        elif type(dest) is str:  # a local name: no NoProcError to build and convert
+            target = self._names.get(dest)
+            if target is None:
+                raise ServerExited(NOPROC)
         else:
             try:
                 target = self._resolve(dest)
