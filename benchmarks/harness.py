@@ -107,7 +107,9 @@ SUBJECT = "regency"
 """The name under which the regency measurement is reported."""
 
 #: Modules in the benchmarks package that are not suites.
-_NOT_SUITES = frozenset({"harness", "__main__", "peers", "conftest", "report"})
+_NOT_SUITES = frozenset(
+    {"harness", "__main__", "peers", "conftest", "report", "drivers", "bare_restart"}
+)
 
 
 @attrs.frozen

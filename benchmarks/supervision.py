@@ -48,6 +48,7 @@ import structlog
 import trio
 
 import runtime
+from benchmarks.drivers import run_driver
 from benchmarks.harness import Case, Measure, Metric, Skip, SuiteContext, case
 from benchmarks.peers import erlang_peer, triotp_peer
 from benchmarks.peers.figures_peer import FiguresPeer, first, percentiles
@@ -154,17 +155,7 @@ async def _crash(pid: runtime.Pid) -> None:
 async def _run_driver(driver: Any) -> None:
     """Run ``driver`` as a process on a fresh node; raise unless it ends ``Normal``."""
     async with runtime.Node("bench") as node:
-        finished = trio.Event()
-        outcome: list[runtime.ExitReason] = []
-
-        def done(reason: runtime.ExitReason) -> None:
-            outcome.append(reason)
-            finished.set()
-
-        node.monitor(None, node.spawn(driver), callback=done)
-        await finished.wait()
-    if not isinstance(outcome[0], runtime.Normal):
-        raise RuntimeError(f"the driver ended {outcome[0]}")  # noqa: TRY004
+        await run_driver(node, driver)
 
 
 async def _answered(name: str) -> None:

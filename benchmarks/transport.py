@@ -43,6 +43,7 @@ import structlog
 import trio
 
 import runtime
+from benchmarks.drivers import run_driver
 from benchmarks.harness import Case, Measure, Metric, Skip, SuiteContext
 from benchmarks.peers import rate
 from benchmarks.peers.figures_peer import FiguresPeer, first, percentiles
@@ -101,17 +102,7 @@ async def _with_remote_driver(port: int, driver: Any) -> None:
     async with runtime.Node(PARENT_NODE) as node:
         dist = await Distribution(node, secret=secret()).start()
         await dist.connect(HOST, port, CHILD_NODE)
-        finished = trio.Event()
-        outcome: list[runtime.ExitReason] = []
-
-        def done(reason: runtime.ExitReason) -> None:
-            outcome.append(reason)
-            finished.set()
-
-        node.monitor(None, node.spawn(driver), callback=done)
-        await finished.wait()
-    if not isinstance(outcome[0], runtime.Normal):
-        raise RuntimeError(f"the driver ended {outcome[0]}")  # noqa: TRY004
+        await run_driver(node, driver)
 
 
 @contextlib.contextmanager

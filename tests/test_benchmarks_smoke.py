@@ -127,6 +127,17 @@ def test_unknown_suite_lists_the_suites(capsys: pytest.CaptureFixture[str]) -> N
     assert "messaging" in capsys.readouterr().err
 
 
+def test_only_suites_are_listed_as_suites() -> None:
+    """Helper modules (the bare-restart bound, the driver runner) are not suites."""
+    assert harness.available_suites() == [
+        "failover",
+        "messaging",
+        "raft",
+        "supervision",
+        "transport",
+    ]
+
+
 def test_percentile_interpolates() -> None:
     """Percentiles interpolate linearly between ranks."""
     values = [1.0, 2.0, 3.0, 4.0, 5.0]
