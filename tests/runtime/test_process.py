@@ -165,6 +165,26 @@ class TestExitReasons:
         assert (reason.kind, reason.message) == ("ValueError", "boom")
         assert isinstance(reason.exc, ValueError)
 
+    def test_crash_that_came_over_the_wire_reports_the_senders_traceback(self, run: Any) -> None:
+        """A Crashed reason with no local exception (decoded from another node) still
+        carries its traceback text into the crash report."""
+        remote = Crashed("ValueError", "boom", 'Traceback ...\n  raise ValueError("boom")\n')
+
+        async def relay() -> None:
+            runtime.exit(remote)
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                with capture_logs() as logs:
+                    node.spawn(relay)
+                    await settle()
+                crash = [e for e in logs if e["event"] == "process_crashed"]
+                assert len(crash) == 1
+                assert crash[0]["traceback"] == remote.traceback
+                assert "exc_info" not in crash[0]
+
+        run(scenario)
+
     def test_except_exception_cannot_swallow_exit(self, run: Any) -> None:
         """runtime.exit raises a BaseException, so `except Exception` does not stop it."""
         got: list[Any] = []
