@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, NoReturn, TypeVar
 
 import attrs
@@ -431,10 +431,6 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
 
     async def _handle(self, request: Any) -> Any:
         raise NotImplementedError
-
-    def _start_logged(self, spec: ChildSpec) -> Coroutine[Any, Any, Pid | None]:
-        """Start the child of *spec*. Raises _StartError (logged ``start_error``)."""
-        return _invoke_start(spec, self._log)
 
     def _report_shutdown(self, spec: ChildSpec, reason: ExitReason) -> None:
         """Log ``shutdown_error`` if the child stopped with an unexpected *reason*.

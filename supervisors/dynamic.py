@@ -56,6 +56,7 @@ from runtime.reasons import KILL, SHUTDOWN, ExitReason
 
 from .common import (
     _ChildBase,
+    _invoke_start,
     _parent_if,
     _RestartDue,
     _shutdown_child,
@@ -158,7 +159,7 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
         if self._max is not None and len(self._children) >= self._max:
             raise MaxChildren(self._max)
         try:
-            pid = await self._start_logged(spec)
+            pid = await _invoke_start(spec, self._log)
         except _StartError as e:
             raise StartFailed(spec.id, e.reason) from None
         if pid is None:
@@ -291,7 +292,7 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
                 continue
             spec = child.spec
             try:
-                pid = await self._start_logged(spec)
+                pid = await _invoke_start(spec, self._log)
             except _StartError as e:
                 runtime.send(runtime.self_pid(), _TryAgain(key, token, e.reason))
                 continue

@@ -96,6 +96,7 @@ from .common import (
     _CountChildren,
     _DeleteChild,
     _GetChildSpec,
+    _invoke_start,
     _parent_if,
     _RestartChild,
     _RestartDue,
@@ -227,7 +228,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
     async def _start(self, child: _Child, event: str) -> Pid | None:
         """Start *child* now. Raises _StartError (logged ``start_error``)."""
         spec = child.spec
-        pid = await self._start_logged(spec)
+        pid = await _invoke_start(spec, self._log)
         child.pending = None
         child.pid = pid
         if pid is None:
