@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol, final
 
 import anyio
+import outcome
 import sniffio
 import trio
 
@@ -71,6 +72,7 @@ class Backend:
         "cancel_scope",
         "checkpoint",
         "current_time",
+        "interrupt",
         "move_on_after",
         "move_on_at",
         "name",
@@ -93,7 +95,11 @@ class Backend:
         # wrappers cost four times trio's own calls, so trio is used directly.
         self.cancel_scope: Callable[[], CancelScope]
         self.open_task_group: Callable[[], AbstractAsyncContextManager[TaskGroup]]
+        # Ends a process: cancels its scope, waking it first when it is parked straight
+        # in its mailbox (see _trio_interrupt).
+        self.interrupt: Callable[[Waitable, Any, BaseException], None]
         if name == "trio":
+            self.interrupt = _trio_interrupt
             self.cancel_scope = trio.CancelScope  # type: ignore[assignment]
             self.open_task_group = trio.open_nursery
             self.park = _trio_park
@@ -109,6 +115,7 @@ class Backend:
             self.move_on_after = anyio.move_on_after
             self.move_on_at = _anyio_move_on_at
             self.current_time = anyio.current_time
+            self.interrupt = _cancel_only
             self.cancel_scope = anyio.CancelScope  # type: ignore[assignment]
             self.open_task_group = anyio.create_task_group  # type: ignore[assignment]
         else:  # pragma: no cover - sniffio only reports the two
@@ -145,6 +152,31 @@ def _trio_park(holder: Waitable) -> Awaitable[Any]:
     """
     holder._waiter = _current_task()
     return _wait_task_rescheduled(holder._abort)
+
+
+def _trio_interrupt(holder: Waitable, scope: Any, exc: BaseException) -> None:
+    """Cancel *scope*, a process's own; if its task is parked in *holder* with no scope
+    of its own in between, first wake it with *exc* raised at the park.
+
+    Delivering ``Cancelled`` to a parked task costs trio an abort call plus raising and
+    capturing the exception with its traceback: half the cost of stopping a process. A
+    task parked directly under the process's scope has no inner scope that could
+    shield it or catch ``Cancelled`` for its own deadline, so raising *exc* there ends
+    it the same way; the scope is still cancelled, so any later wait in its cleanup
+    fails as before. trio's ``_cancel_status`` is private: if it ever goes, the check
+    fails and every stop takes the plain cancel.
+    """
+    task = holder._waiter
+    if task is not None and getattr(task, "_cancel_status", None) is getattr(
+        scope, "_cancel_status", False
+    ):
+        holder._waiter = None
+        trio.lowlevel.reschedule(task, outcome.Error(exc))
+    scope.cancel()
+
+
+def _cancel_only(holder: Waitable, scope: Any, exc: BaseException) -> None:
+    scope.cancel()
 
 
 async def _asyncio_park(holder: Waitable) -> None:

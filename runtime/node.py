@@ -534,7 +534,8 @@ class Node:
             return
         proc._pending = reason
         if proc._scope is not None:
-            proc._scope.cancel()
+            assert self._backend is not None
+            self._backend.interrupt(proc.mailbox, proc._scope, ProcessExit(reason))
 
     def _signal(self, target: Process, frm: Pid, reason: ExitReason, *, link: bool) -> None:
         """Deliver one exit signal to a local process, as Erlang does."""

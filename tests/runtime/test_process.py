@@ -208,6 +208,111 @@ class TestExitReasons:
         assert got == [Shutdown("x")]
 
 
+class TestExitSignalWhereTheProcessWaits:
+    """An exit signal ends a process wherever it waits, as its cancellation would."""
+
+    def test_parked_in_receive_cleanup_runs_and_cannot_wait(self, run: Any) -> None:
+        """Killed while parked in receive: its cleanup runs, and any wait in it fails."""
+        seen: list[str] = []
+
+        async def body() -> None:
+            try:
+                await runtime.receive()
+            finally:
+                seen.append("cleanup")
+                try:
+                    await anyio.sleep_forever()
+                except anyio.get_cancelled_exc_class():
+                    seen.append("wait in cleanup cancelled")
+                    raise
+
+        got: list[Any] = []
+        done = anyio.Event()
+
+        async def watcher() -> None:
+            pid, _ = runtime.spawn_monitor(body)
+            await settle()
+            runtime.send_exit(pid, Shutdown("stop"))
+            got.append(await runtime.receive())
+            done.set()
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(watcher)
+                await done.wait()
+
+        run(scenario)
+        assert seen == ["cleanup", "wait in cleanup cancelled"]
+        assert got[0].reason == Shutdown("stop")
+
+    def test_a_shielded_receive_is_not_interrupted(self, run: Any) -> None:
+        """A receive under a shielded scope finishes; the exit lands at the next wait."""
+        seen: list[Any] = []
+
+        async def body() -> None:
+            with anyio.CancelScope(shield=True):
+                seen.append(await runtime.receive())
+            seen.append("left the shield")
+            await runtime.receive()
+            seen.append("not reached")
+
+        got: list[Any] = []
+        done = anyio.Event()
+
+        async def watcher() -> None:
+            pid, _ = runtime.spawn_monitor(body)
+            await settle()
+            runtime.send_exit(pid, Shutdown("stop"))
+            await settle()
+            seen.append(("alive", runtime.current_node().is_alive(pid)))
+            runtime.send(pid, "hello")
+            got.append(await runtime.receive())
+            done.set()
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(watcher)
+                await done.wait()
+
+        run(scenario)
+        assert seen == [("alive", True), "hello", "left the shield"]
+        assert got[0].reason == Shutdown("stop")
+
+    def test_parked_in_receive_inside_a_task_group(self, run: Any) -> None:
+        """Killed while waiting inside its own task group: the group's tasks end too."""
+        seen: list[str] = []
+
+        async def helper() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                seen.append("helper ended")
+
+        async def body() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(helper)
+                await runtime.receive()
+
+        got: list[Any] = []
+        done = anyio.Event()
+
+        async def watcher() -> None:
+            pid, _ = runtime.spawn_monitor(body)
+            await settle()
+            runtime.send_exit(pid, Abnormal("stop"))
+            got.append(await runtime.receive())
+            done.set()
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(watcher)
+                await done.wait()
+
+        run(scenario)
+        assert seen == ["helper ended"]
+        assert got[0].reason == Abnormal("stop")
+
+
 class TestLinks:
     def test_linked_crash_chain(self, run: Any) -> None:
         """A crash propagates along a chain of links, each process ending with the same reason."""
