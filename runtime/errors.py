@@ -55,8 +55,13 @@ class ServerExited(RegencyError):
     """The server of a ``call`` exited (before or while handling it); ``reason`` says why."""
 
     def __init__(self, reason: ExitReason) -> None:
-        super().__init__(f"server exited: {reason}")
+        # The message is formatted when read: a client that retries a name between
+        # lives catches one of these per attempt and never prints it.
+        super().__init__(reason)
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"server exited: {self.reason}"
 
 
 class AlreadyRegistered(RegencyError, ValueError):
