@@ -21,6 +21,9 @@ from .api import (
     exit as exit,
 )
 from .api import (
+    exit_and_wait as exit_and_wait,
+)
+from .api import (
     link as link,
 )
 from .api import (
@@ -215,6 +218,7 @@ __all__ = [
     "current_node",
     "demonitor",
     "exit",
+    "exit_and_wait",
     "link",
     "load_secret",
     "message",

@@ -207,6 +207,17 @@ def send_exit(pid: Pid, reason: ExitReason) -> None:
     node.exit(pid, reason, frm=me.pid if me is not None else None)
 
 
+async def exit_and_wait(pid: Pid, reason: ExitReason, timeout: float | None = None) -> ExitReason:
+    """Send *pid* the exit signal *reason*, wait until it ends, and return how it ended.
+
+    See :meth:`Node.exit_and_wait`; the signal comes from the calling process.
+    """
+    me = _current_process.get()
+    if me is None:
+        return await current_node().exit_and_wait(pid, reason, timeout=timeout)
+    return await me.node.exit_and_wait(pid, reason, frm=me.pid, timeout=timeout)
+
+
 def register(name: str, pid: Pid | None = None) -> None:
     """Register *pid* (default: the calling process) under *name* on this node."""
     node = current_node()

@@ -1004,6 +1004,30 @@ class Node:
                 remote.release()
         return ref, slot
 
+    async def exit_and_wait(
+        self, pid: Pid, reason: ExitReason, *, frm: Pid | None = None, timeout: float | None = None
+    ) -> ExitReason:
+        """Send *pid* the exit signal *reason* and wait until it has ended; return how.
+
+        The process is monitored first, so its end is never missed, and the wait takes
+        no message from any mailbox. A pid that is already dead returns ``NoProc()`` at
+        once, without a signal (``NoConnection`` when its node is unreachable). This is
+        the shutdown step of a supervisor (OTP's ``shutdown/2``), and ``proc_lib:stop``.
+
+        Raises:
+            CallTimeout: it had not ended within *timeout* seconds; it keeps running.
+        """
+        ref, slot = self._open_slot(None, pid)
+        try:
+            if not slot.done:
+                self.exit(pid, reason, frm=frm)
+            await self._wait_slot(slot, timeout)
+        except ServerExited as e:
+            return e.reason
+        finally:
+            self._close_slot(ref, pid)
+        raise AssertionError(f"the monitor slot of {pid} got a value")
+
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None
         slot = _ReplySlot(self._backend, None, None)

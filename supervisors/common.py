@@ -29,7 +29,7 @@ import structlog
 
 import runtime
 from runtime import wire
-from runtime.errors import CallTimeout, ReceiveTimeout, ServerExited
+from runtime.errors import CallTimeout, ReceiveTimeout
 from runtime.errors import StartFailed as _RuntimeStartFailed
 from runtime.genserver import GenServer, Stop
 from runtime.logs import Logger
@@ -301,39 +301,20 @@ async def _unlink_flush(pid: Pid, reason: ExitReason) -> ExitReason:
 
 
 async def _shutdown_child(pid: Pid, shutdown: ShutdownTimeout) -> ExitReason:
-    """Stop one child by the shutdown protocol; return the reason it ended with."""
-    node = current_node()
+    """Stop one child by the shutdown protocol; return the reason it ended with.
+
+    The signal is sent from this process: a child supervisor checks its parent.
+    """
     if shutdown is BRUTAL_KILL:
-        reason = await _exit_and_wait(node, pid, KILL, None)
+        reason = await runtime.exit_and_wait(pid, KILL)
     else:
         timeout = None if shutdown is INFINITY else shutdown
         assert timeout is None or isinstance(timeout, int | float)
         try:
-            reason = await _exit_and_wait(node, pid, SHUTDOWN, timeout)
+            reason = await runtime.exit_and_wait(pid, SHUTDOWN, timeout)
         except CallTimeout:
-            reason = await _exit_and_wait(node, pid, KILL, None)
+            reason = await runtime.exit_and_wait(pid, KILL)
     return await _unlink_flush(pid, reason)
-
-
-async def _exit_and_wait(
-    node: Node, pid: Pid, signal: ExitReason, timeout: float | None
-) -> ExitReason:
-    """Send *pid* the exit *signal* from this process and return the reason it ended with.
-
-    The wait is a call slot failed by a monitor, as a GenServer call waits for a dead
-    server: no ``Down`` in the supervisor's mailbox to scan for, and the timeout is a
-    deadline on the node's heap rather than a cancel scope. Raises CallTimeout.
-    """
-    ref, slot = node._open_slot(None, pid)
-    try:
-        if not slot.done:
-            runtime.send_exit(pid, signal)  # from us: a child supervisor checks its parent
-        await node._wait_slot(slot, timeout)
-    except ServerExited as e:
-        return e.reason
-    finally:
-        node._close_slot(ref, pid)
-    raise AssertionError(f"the monitor slot of {pid} got a value")
 
 
 def _make_rng(node: Node, pid: Pid) -> random.Random:

@@ -313,6 +313,73 @@ class TestExitSignalWhereTheProcessWaits:
         assert got[0].reason == Abnormal("stop")
 
 
+class TestExitAndWait:
+    """``exit_and_wait``: send an exit signal and wait for the end, as a supervisor does."""
+
+    def test_returns_how_the_process_ended(self, run: Any) -> None:
+        """The reason comes back once the process is gone; no message is left behind."""
+        got: list[Any] = []
+        done = anyio.Event()
+
+        async def caller() -> None:
+            pid = runtime.spawn(idle)
+            got.append(await runtime.exit_and_wait(pid, Shutdown("stop")))
+            got.append(runtime.current_node().is_alive(pid))
+            got.append(await runtime.exit_and_wait(pid, Shutdown("again")))
+            try:
+                got.append(await runtime.receive(timeout=0))
+            except runtime.ReceiveTimeout:
+                got.append("mailbox empty")
+            done.set()
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(caller)
+                await done.wait()
+
+        run(scenario)
+        assert got == [Shutdown("stop"), False, NoProc(), "mailbox empty"]
+
+    def test_times_out_on_a_process_that_traps_the_signal(self, run: Any) -> None:
+        """A trapping process that does not end: CallTimeout, still alive; Kill ends it."""
+        got: list[Any] = []
+        done = anyio.Event()
+
+        async def stubborn() -> None:
+            runtime.trap_exit()
+            while True:
+                await runtime.receive()
+
+        async def caller() -> None:
+            pid = runtime.spawn(stubborn)
+            await settle()
+            try:
+                await runtime.exit_and_wait(pid, Shutdown("stop"), timeout=5)
+            except runtime.CallTimeout:
+                got.append("timed out")
+            got.append(runtime.current_node().is_alive(pid))
+            got.append(await runtime.exit_and_wait(pid, Kill()))
+            done.set()
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(caller)
+                await done.wait()
+
+        run(scenario)
+        assert got == ["timed out", True, Killed()]
+
+    def test_from_outside_any_process(self, run: Any) -> None:
+        """Inside ``async with Node()`` but in no process, the node sends the signal."""
+
+        async def scenario() -> Any:
+            async with Node("n1") as node:
+                pid = node.spawn(idle)
+                return await runtime.exit_and_wait(pid, Abnormal("bye"))
+
+        assert run(scenario) == Abnormal("bye")
+
+
 class TestLinks:
     def test_linked_crash_chain(self, run: Any) -> None:
         """A crash propagates along a chain of links, each process ending with the same reason."""
