@@ -552,14 +552,11 @@ class Distribution:
             # finds no monitor here. It leaves with the next write, or heartbeat.
             self._push(peer, wire.Demonitor(ref, target), lazy=True)
 
-    def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
-        """Tell *watcher_node* that a local process it monitored ended."""
+    def down(self, ref: Ref, target: Pid | Name, reason: ExitReason, watcher_node: str) -> None:
+        """Tell *watcher_node* that a local process (or name) it monitored ended."""
         watcher = Pid(watcher_node, 0, 0)
-        # A monitor on a name nobody registered has no pid (serial -1, which cannot
-        # travel): send the node alone; the watcher keeps the target it recorded.
-        on_wire: Pid | Name = target if target.serial >= 0 else Name("?", self.node.name)
         self._signal_reason(
-            watcher_node, reason, lambda r: wire.Down(ref, on_wire, r, watcher), quiet=True
+            watcher_node, reason, lambda r: wire.Down(ref, target, r, watcher), quiet=True
         )
 
     def reply(self, ref: Ref, value: object) -> None:
@@ -1155,9 +1152,7 @@ class Distribution:
         elif t is wire.Down:
             target = op.target
             _check(op.ref.node == me and target.node == peer.name, op, peer)
-            node.remote_down(
-                op.ref, target if isinstance(target, Pid) else Pid(peer.name, -1, 0), op.reason
-            )
+            node.remote_down(op.ref, op.reason)
         elif t is wire.CallReply:
             _check(op.ref.node == me, op, peer)
             node.reply(op.ref, op.value)

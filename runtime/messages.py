@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from .pid import Pid, Ref
+from .pid import Name, Pid, Ref
 from .reasons import ExitReason
 
 
@@ -14,10 +14,12 @@ class Down:
 
     ``reason`` is the process's exit reason, ``NoProc()`` if it was already dead when
     the monitor was set, or ``NoConnection(node)`` if its node became unreachable.
+    ``pid`` is what was monitored: the pid, or for a monitor set on a registered name,
+    ``Name(name, node)`` with its node filled in (Erlang's ``{RegName, Node}``).
     """
 
     ref: Ref
-    pid: Pid
+    pid: Pid | Name
     reason: ExitReason
 
 

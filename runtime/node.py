@@ -101,8 +101,8 @@ class Remote(Protocol):
     def demonitor(self, ref: Ref, target: Pid | Name) -> None:
         """Cancel a monitor set with :meth:`monitor`."""
 
-    def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
-        """Tell *watcher_node* that the local process *target* it monitored is gone."""
+    def down(self, ref: Ref, target: Pid | Name, reason: ExitReason, watcher_node: str) -> None:
+        """Tell *watcher_node* that the local process (or name) *target* it monitored is gone."""
 
     def reply(self, ref: Ref, value: object) -> None:
         """Deliver a call's reply to the node that made *ref*."""
@@ -126,7 +126,7 @@ class _Monitor:
     __slots__ = ("callback", "ref", "target", "watcher")
 
     def __init__(
-        self, ref: Ref, watcher: Pid | None, target: Pid, callback: DownCallback | None
+        self, ref: Ref, watcher: Pid | None, target: Pid | Name, callback: DownCallback | None
     ) -> None:
         self.ref = ref
         self.watcher = watcher
@@ -635,23 +635,21 @@ class Node:
             isinstance(target, Name) and target.node in (None, self.name)
         ):
             name = target if isinstance(target, str) else target.name
-            resolved = self._names.get(name)
-            target_pid: Pid = (
-                resolved if resolved is not None else Pid(self.name, -1, self.creation)
-            )
+            target_pid = self._names.get(name)
+            rec = _Monitor(ref, watcher, Name(name, self.name), callback)
         elif isinstance(target, Name):
-            rec = _Monitor(ref, watcher, Pid(str(target.node), -1, 0), callback)
+            rec = _Monitor(ref, watcher, target, callback)
             return self._monitor_remote(rec, wproc, target)
         else:
             target_pid = target
-        rec = _Monitor(ref, watcher, target_pid, callback)
-        if target_pid.node != self.name:
-            return self._monitor_remote(rec, wproc, target_pid)
-        tproc = self._lookup(target_pid)
-        if wproc is not None:
+            rec = _Monitor(ref, watcher, target, callback)
+            if target.node != self.name:
+                return self._monitor_remote(rec, wproc, target)
+        tproc = self._lookup(target_pid) if target_pid is not None else None
+        if wproc is not None and tproc is not None:
             if wproc.monitors is None:
                 wproc.monitors = {}
-            wproc.monitors[ref] = target_pid
+            wproc.monitors[ref] = tproc.pid
         if tproc is None:
             self._fire_down(rec, NOPROC)
         else:
@@ -1155,7 +1153,9 @@ class Node:
         """A remote *watcher* monitors local *target*; DOWN goes back over the wire."""
         tpid = self._names.get(target) if isinstance(target, str) else target
         tproc = self._lookup(tpid) if tpid is not None else None
-        rec = _Monitor(ref, watcher, tpid or Pid(self.name, -1, self.creation), None)
+        rec = _Monitor(
+            ref, watcher, Name(target, self.name) if isinstance(target, str) else target, None
+        )
         if tproc is None:
             if self.remote is not None:
                 self.remote.down(ref, rec.target, NOPROC, ref.node)
@@ -1176,13 +1176,11 @@ class Node:
                     del proc.watchers[ref]
                     break
 
-    def remote_down(self, ref: Ref, target: Pid, reason: ExitReason) -> None:
+    def remote_down(self, ref: Ref, reason: ExitReason) -> None:
         """A process this node monitors on another node is gone."""
         rec = self._remote_monitors.pop(ref, None)
         if rec is None:
             return
-        if target.serial != -1:
-            rec.target = target
         self._fire_down(rec, reason)
 
     def node_down(self, node: str) -> None:
@@ -1221,7 +1219,7 @@ def _slot_outcome(slot: _ReplySlot, timeout: float | None) -> Any:
     return value
 
 
-def _node_of(rec: _Monitor) -> str:
+def _node_of(rec: _Monitor) -> str | None:
     return rec.target.node
 
 

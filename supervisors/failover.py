@@ -347,7 +347,7 @@ class Dispatcher(GenServer):
             except (OutcomeUnknown, Unavailable, CoordinatorStopped) as exc:
                 self.log.info("dispatch_round_failed", error=str(exc))
             runtime.send_after(self.ctx.config.dispatch_interval, runtime.self_pid(), _Tick())
-        elif isinstance(msg, Down):
+        elif isinstance(msg, Down) and isinstance(msg.pid, Pid):  # workers are watched by pid
             watched = self.watched.pop(msg.pid, None)
             if watched is not None:
                 name = watched[0]

@@ -330,12 +330,11 @@ class LocalRemote:
         node = target.node if isinstance(target, Pid) else str(target.node)
         self._signal(node, wire.Demonitor(ref, target), quiet=True)
 
-    def down(self, ref: Ref, target: Pid, reason: ExitReason, watcher_node: str) -> None:
-        """Tell *watcher_node* that the local *target* it monitored is gone."""
+    def down(self, ref: Ref, target: Pid | Name, reason: ExitReason, watcher_node: str) -> None:
+        """Tell *watcher_node* that the local *target* (a pid or a name) it monitored is gone."""
         watcher = Pid(watcher_node, 0, 0)
-        on_wire: Pid | Name = target if target.serial >= 0 else Name("?", self.name)
         self._signal_reason(
-            watcher_node, reason, lambda r: wire.Down(ref, on_wire, r, watcher), quiet=True
+            watcher_node, reason, lambda r: wire.Down(ref, target, r, watcher), quiet=True
         )
 
     def reply(self, ref: Ref, value: object) -> None:
@@ -697,10 +696,7 @@ class LocalNetwork:
             node.remote_demonitor(op.ref, target if isinstance(target, Pid) else target.name)
         elif t is wire.Down:
             assert isinstance(op, wire.Down)
-            target = op.target
-            node.remote_down(
-                op.ref, target if isinstance(target, Pid) else Pid(src, -1, 0), op.reason
-            )
+            node.remote_down(op.ref, op.reason)
         elif t is wire.CallReply:
             assert isinstance(op, wire.CallReply)
             node.reply(op.ref, op.value)

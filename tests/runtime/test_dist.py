@@ -477,24 +477,39 @@ class TestMonitors:
             assert Down(ref, dead, NoProc()) == await watcher.wait_for(is_down)
 
     async def test_monitor_remote_registered_name(self) -> None:
-        """A monitor on Name(name, node) fires with the registered process's reason."""
+        """A monitor on Name(name, node) fires with the process's reason, naming the name."""
         async with cluster("a@test", "b@test") as (a, b):
             watcher = Inbox(a.node)
-            target = b.node.spawn(exit_on_message, name="target")
+            b.node.spawn(exit_on_message, name="target")
 
             ref = a.node.monitor(watcher.pid, Name("target", "b@test"))
             a.node.send(Name("target", "b@test"), Abnormal("done"))
 
-            assert Down(ref, target, Abnormal("done")) == await watcher.wait_for(is_down)
+            down = await watcher.wait_for(is_down)
+            assert Down(ref, Name("target", "b@test"), Abnormal("done")) == down
 
     async def test_monitor_unregistered_remote_name_gives_noproc(self) -> None:
         """A monitor on a name nobody registered there fires at once with NoProc."""
         async with cluster("a@test", "b@test") as (a, _):
             watcher = Inbox(a.node)
 
-            a.node.monitor(watcher.pid, Name("nobody", "b@test"))
+            ref = a.node.monitor(watcher.pid, Name("nobody", "b@test"))
 
-            assert NoProc() == (await watcher.wait_for(is_down)).reason
+            down = await watcher.wait_for(is_down)
+            assert Down(ref, Name("nobody", "b@test"), NoProc()) == down
+
+    async def test_monitor_remote_name_on_a_node_that_is_gone(self) -> None:
+        """Losing the connection fires a name monitor with NoConnection, naming the name."""
+        async with cluster("a@test", "b@test") as (a, b):
+            watcher = Inbox(a.node)
+            b.node.spawn(idle, name="target")
+            ref = a.node.monitor(watcher.pid, Name("target", "b@test"))
+            await wait_until(lambda: a.dist.is_connected("b@test"))
+
+            b.dist.close()
+
+            down = await watcher.wait_for(is_down)
+            assert Down(ref, Name("target", "b@test"), NoConnection("b@test")) == down
 
     async def test_demonitor_remote(self) -> None:
         """A cancelled remote monitor delivers nothing when its target ends."""

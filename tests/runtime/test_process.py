@@ -18,6 +18,7 @@ from runtime import (
     Exit,
     Kill,
     Killed,
+    Name,
     Node,
     NoProc,
     Normal,
@@ -636,6 +637,28 @@ class TestMonitors:
 
         run(scenario)
         assert got[0].reason == NoProc()
+        assert got[0].pid == Name("nobody", "n1")
+
+    def test_monitor_by_name_reports_the_name(self, run: Any) -> None:
+        """A Down for a monitor set on a registered name carries the name, as Erlang's."""
+        got: list[Any] = []
+
+        async def watcher() -> None:
+            ref = runtime.monitor("svc")
+            svc = runtime.whereis("svc")
+            assert svc is not None
+            runtime.send_exit(svc, Abnormal("gone"))
+            got.append((ref, await runtime.receive()))
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(idle, name="svc")
+                node.spawn(watcher)
+                await settle()
+
+        run(scenario)
+        ref, down = got[0]
+        assert down == Down(ref, Name("svc", "n1"), Abnormal("gone"))
 
     def test_monitor_fires_once_and_demonitor_flush(self, run: Any) -> None:
         """Two monitors give two Downs; a cancelled monitor gives none."""
