@@ -27,6 +27,9 @@ Operations
      9    :class:`CallReply`   the reply ``value`` to the call ``ref`` of ``to``
     10    :class:`Heartbeat`   keep-alive; carries nothing
     11    :class:`Goodbye`     the sender closes the connection on purpose
+    12    :class:`CallRequest` a call: MONITOR the server ``to`` for the caller's node
+                               under ``ref``, then deliver ``Call(ref, request,
+                               caller)`` to it; the monitor ends when the reply leaves
     16    :class:`Hello`       handshake: versions, name, creation, nonce
     17    :class:`Challenge`   handshake: chosen version, name, creation, nonce
     18    :class:`Proof`       handshake: an HMAC-SHA256 digest
@@ -34,7 +37,7 @@ Operations
     ====  ==============  ====================================================
 
     Opcodes 16-19 are accepted only by a decoder made with ``handshake=True`` (see
-    :mod:`runtime.handshake`), and opcodes 1-11 only by one made without it.
+    :mod:`runtime.handshake`), and opcodes 1-12 only by one made without it.
 
 Values
     Inside operations travel msgpack's own types (None, bool, int of 64 bits, float, str,
@@ -128,6 +131,7 @@ __all__ = [
     "MAX_FRAME",
     "OPCODES",
     "CallReply",
+    "CallRequest",
     "Challenge",
     "Demonitor",
     "Down",
@@ -447,6 +451,24 @@ class CallReply(NamedTuple):
 
 
 @_by_class
+class CallRequest(NamedTuple):
+    """CALL (12): the call *ref* of *caller* (None: made outside any process) to the
+    server *to* (a Pid, or a Name registered there).
+
+    One operation for what would be a MONITOR of *to* for the caller's node under *ref*
+    followed by a SEND of ``Call(ref, request, caller)``: *to*'s node sets the monitor,
+    then delivers the message. The monitor ends when the reply to *ref* leaves that node
+    (or at a DEMONITOR, or when the server ends: then a DOWN), so a call answered needs
+    no DEMONITOR.
+    """
+
+    to: Pid | Name
+    caller: Pid | None
+    ref: Ref
+    request: object
+
+
+@_by_class
 class Heartbeat(NamedTuple):
     """HEARTBEAT (10): the sender is alive. Sent when the connection has been idle."""
 
@@ -512,6 +534,7 @@ Op: TypeAlias = (
     | Demonitor
     | Down
     | CallReply
+    | CallRequest
     | Heartbeat
     | Goodbye
     | Hello
@@ -532,6 +555,7 @@ OPCODES: Final[dict[type, int]] = {
     CallReply: 9,
     Heartbeat: 10,
     Goodbye: 11,
+    CallRequest: 12,
     Hello: 16,
     Challenge: 17,
     Proof: 18,
@@ -590,6 +614,12 @@ _CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
     9: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[3]) is Pid,
     10: lambda a: len(a) == 1,
     11: lambda a: len(a) == 2 and type(a[1]) is str,
+    12: lambda a: (
+        len(a) == 5
+        and type(a[1]) in _DESTS
+        and (a[2] is None or type(a[2]) is Pid)
+        and type(a[3]) is Ref
+    ),
     16: lambda a: (
         len(a) == 5
         and type(a[1]) is list
@@ -617,6 +647,7 @@ _OP_NAMES: Final = {
     9: "CALL_REPLY",
     10: "HEARTBEAT",
     11: "GOODBYE",
+    12: "CALL",
     16: "HELLO",
     17: "CHALLENGE",
     18: "PROOF",
@@ -626,7 +657,7 @@ _CLASSES: Final = {code: cls for cls, code in OPCODES.items()}
 
 
 # What a decoder accepts: opcode -> (class, check of the array ``[opcode, *fields]``).
-_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 12)}
+_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 13)}
 _HANDSHAKE_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(16, 20)}
 
 
@@ -1068,6 +1099,10 @@ class FrameEncoder:
         self._last_to: object = None
         self._last_head = b""
         self._last_size = 1
+        # CALL's fast path: the bytes of ``[12, to, caller`` for the last pair.
+        self._call_to: object = None
+        self._call_caller: object = None
+        self._call_head = b""
         self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
 
     def encode(self, op: Op) -> bytes:
@@ -1081,7 +1116,11 @@ class FrameEncoder:
         t = type(op)
         if t is Send:
             return self.encode_send(*op)
-        if t is CallReply:
+        if t is CallRequest:
+            frame = self._call(op)
+            if frame is not None:
+                return frame
+        elif t is CallReply:
             frame = self._reply(op)
             if frame is not None:
                 return frame
@@ -1225,6 +1264,57 @@ class FrameEncoder:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), b"\x94\x09", head, body, tail))
 
+    def encode_call(self, to: Pid | Name, caller: Pid | None, ref: Ref, request: object) -> bytes:
+        """The frame of ``CallRequest(to, caller, ref, request)``, the same bytes as
+        :meth:`encode` makes of it, without building the operation. Raises as
+        :meth:`encode`."""
+        frame = self._call((to, caller, ref, request))
+        return self.encode(CallRequest(to, caller, ref, request)) if frame is None else frame
+
+    def _call(self, op: Any) -> bytes | None:
+        """The frame of a CALL whose fields have the right types and whose request is
+        shallow (see :meth:`_shallow`); else None. The head ``[12, to, caller`` is kept
+        for the last pair (a server's callers call it again and again)."""
+        if len(op) != 4:
+            return None
+        to, caller, ref, request = op
+        if type(ref) is not Ref:
+            return None
+        if to is self._call_to and caller is self._call_caller:
+            head = self._call_head
+        else:
+            t = type(to)
+            exts = self._exts
+            if t is Pid:
+                ext = exts.get(to) or self._id_ext(to)
+            elif t is Name:
+                try:
+                    ext = exts.get(to) or self._name_ext(to)
+                except TypeError:  # unhashable inside: the general path refuses it
+                    return None
+            else:
+                return None
+            if caller is None:
+                tail = b"\xc0"
+            elif type(caller) is Pid:
+                tail = exts.get(caller) or self._id_ext(caller)
+            else:
+                return None
+            head = self._call_head = b"\x95\x0c" + ext + tail
+            self._call_to = to
+            self._call_caller = caller
+        body = self._shallow(request)
+        if body is None:
+            return None
+        # The ref is new with each call: packed here, not kept in the ext cache.
+        payload = _ident(ref)
+        n = len(payload)
+        ext = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        n = len(head) + len(ext) + len(body)
+        if n > self.max_frame:
+            raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+        return b"".join((_LENGTH.pack(n), head, ext, body))
+
     def _id_ext(self, x: Pid | Ref) -> bytes:
         code = EXT_PID if type(x) is Pid else EXT_REF
         payload = _ident(x)
@@ -1295,7 +1385,7 @@ _ID_FIELDS: Final[dict[int, tuple[frozenset[type], ...]]] = {
     6: (frozenset({Ref}), frozenset({Pid}), _DESTS),
     7: (frozenset({Ref}), _DESTS),
 }
-_FAST_OPS: Final = frozenset({Send, CallReply, *_ID_OPS})
+_FAST_OPS: Final = frozenset({Send, CallReply, CallRequest, *_ID_OPS})
 # The head ``[code`` of each: a fixarray of the fields and the opcode, then the opcode.
 _ID_HEADS: Final = {code: bytes((0x90 | (len(t) + 1), code)) for code, t in _ID_FIELDS.items()}
 _FIXARRAY: Final = [bytes([0x90 | n]) for n in range(16)]
