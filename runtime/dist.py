@@ -1092,6 +1092,7 @@ class Distribution:
         send_op = wire.Send
         send_run = wire.SendRun
         call_op = wire.CallRequest
+        reply_op = wire.CallReply
         remote_call = node.remote_call
         watcher = Pid(peer.name, 0, peer.creation or 0)  # who monitors a call's server
         checked: Pid | None = None  # the last pid found to be on this node
@@ -1121,6 +1122,10 @@ class Distribution:
                                 await deliver(to.name, op[1])  # type: ignore[union-attr]
                                 continue
                         await deliver(to, op[1])
+                    elif type(op) is reply_op:
+                        if op[0].node != me:
+                            raise ProtocolError(f"forged operation from {peer.name}: {op!r}"[:300])
+                        node.reply(op[0], op[1])
                     elif type(op) is call_op:
                         to, caller, ref = op[0], op[1], op[2]
                         if ref.node != peer.name or (

@@ -1469,6 +1469,11 @@ class FrameDecoder:
         # there was none: always during the handshake).
         self._send_head = b""
         self._send_to: Pid | None = None
+        # The fast paths of CALL_REPLY and CALL (see _decode): the bytes around the ref's
+        # serial and the value, and the objects they stand for, of the last one decoded
+        # by the general path; None before the first.
+        self._reply_fast: tuple[bytes, bytes, bytes, str, int, Pid] | None = None
+        self._call_fast: tuple[bytes, bytes, str, int, Pid, Pid | None] | None = None
 
     @property
     def buffered(self) -> int:
@@ -1551,6 +1556,11 @@ class FrameDecoder:
         send_head = self._send_head
         send_to = self._send_to
         skip = len(send_head) + 4
+        # CALL_REPLY's and CALL's: a frame whose bytes around the ref's serial and its
+        # value (or request) are those of the last one, needs only that value decoded.
+        reply_fast = self._reply_fast
+        call_fast = self._call_fast
+        serial_of = _SERIAL.unpack_from
         run: list[Any] | None = None  # the messages of the SendRun being gathered
         short = min(depth_limit, max_frame)  # frames this long need no depth check
         # Cleared before a frame whose depth is checked, and after each check: set in
@@ -1616,6 +1626,41 @@ class FrameDecoder:
                             break
                         off = end
                     continue
+            code = buf[off + 5] if size > 1 else 0
+            if code == 9 and reply_fast is not None:
+                r_head, r_rest, r_tail, r_node, r_creation, r_to = reply_fast
+                a = off + 4 + len(r_head)  # the ref's serial
+                b = a + 8 + len(r_rest)  # the value
+                e = end - len(r_tail)
+                if (
+                    b < e
+                    and buf.startswith(r_head, off + 4)
+                    and buf.startswith(r_rest, a + 8)
+                    and buf.endswith(r_tail, e, end)
+                ):
+                    msg = self._field(view, b, e, size, off, end)
+                    if msg is not _NOT_FAST:
+                        (serial,) = serial_of(buf, a)
+                        ref = Ref(r_node, serial, r_creation)
+                        append(_new_tuple(CallReply, (ref, msg, r_to)))
+                        run = None
+                        off = end
+                        room -= 1
+                        continue
+            elif code == 12 and call_fast is not None:
+                c_head, c_rest, c_node, c_creation, c_to, c_caller = call_fast
+                a = off + 4 + len(c_head)  # the ref's serial
+                b = a + 8 + len(c_rest)  # the request
+                if b < end and buf.startswith(c_head, off + 4) and buf.startswith(c_rest, a + 8):
+                    msg = self._field(view, b, end, size, off, end)
+                    if msg is not _NOT_FAST:
+                        (serial,) = serial_of(buf, a)
+                        ref = Ref(c_node, serial, c_creation)
+                        append(_new_tuple(CallRequest, (c_to, c_caller, ref, msg)))
+                        run = None
+                        off = end
+                        room -= 1
+                        continue
             run = None
             unpacking.native = False
             try:
@@ -1660,10 +1705,70 @@ class FrameDecoder:
                             _new_tuple(_ExtType, (EXT_PID, _ident(to)))
                         )
                         skip = len(send_head) + 4
+                elif cls is CallReply:
+                    reply_fast = self._reply_fast = _reply_fast(value[1], value[3])
+                elif cls is CallRequest and type(value[1]) is Pid:
+                    call_fast = self._call_fast = _call_fast(value[1], value[2], value[3])
                 append(_new_tuple(cls, value[1:]))
             off = end
             room -= 1
         return off
+
+    def _field(self, view: memoryview, b: int, e: int, size: int, off: int, end: int) -> Any:
+        """The value in ``view[b:e]``, a field of the frame ``[off, end)`` of *size*
+        bytes (one level below its operation), checked as the general path checks it;
+        :data:`_NOT_FAST` if those bytes are not exactly one value (the general path
+        then decodes the frame, and says what is wrong)."""
+        unpacking = self._unpacking
+        try:
+            msg = msgpack.unpackb(view[b:e], ext_hook=unpacking.ext_hook)
+        except ProtocolError:
+            raise
+        except Exception:
+            unpacking.native = False
+            return _NOT_FAST
+        limit = unpacking.max_depth
+        if size > limit:
+            t = type(msg)
+            if t is list or t is dict or unpacking.native:
+                unpacking.native = False
+                # As SEND's fast path: count the container heads, walk only if needed.
+                body = view[off + 4 : end].tobytes()
+                if size - body.translate(_HEADS).count(b"\x00") > limit:
+                    problem = _walk(msg, limit - 1, unpacking.registry._by_type, keys=False)
+                    if problem is not None:
+                        raise ProtocolError(problem)
+        return msg
+
+
+_NOT_FAST: Final[Any] = object()
+_SERIAL: Final = struct.Struct(">Q")
+
+
+def _ref_bytes(ref: Ref) -> tuple[bytes, bytes]:
+    """The bytes of *ref*'s ext before its serial, and after it (creation and node)."""
+    node = ref.node.encode()
+    return _ext_head(EXT_REF, 16 + len(node)), _SERIAL.pack(ref.creation) + node
+
+
+def _pid_bytes(pid: Pid) -> bytes:
+    payload = _ident(pid)
+    return _ext_head(EXT_PID, len(payload)) + payload
+
+
+def _reply_fast(ref: Ref, to: Pid) -> tuple[bytes, bytes, bytes, str, int, Pid]:
+    """What the fast path of CALL_REPLY ``[9, ref, value, to]`` matches and makes."""
+    head, rest = _ref_bytes(ref)
+    return b"\x94\x09" + head, rest, _pid_bytes(to), ref.node, ref.creation, to
+
+
+def _call_fast(
+    to: Pid, caller: Pid | None, ref: Ref
+) -> tuple[bytes, bytes, str, int, Pid, Pid | None]:
+    """What the fast path of CALL ``[12, to, caller, ref, request]`` matches and makes."""
+    head, rest = _ref_bytes(ref)
+    who = b"\xc0" if caller is None else _pid_bytes(caller)
+    return b"\x95\x0c" + _pid_bytes(to) + who + head, rest, ref.node, ref.creation, to, caller
 
 
 # --------------------------------------------------------------------------- shortcuts

@@ -636,6 +636,26 @@ class TestLimits:
         with pytest.raises(ProtocolError):
             FrameDecoder().feed(frame(body))
 
+    @pytest.mark.parametrize("code", [9, 12])
+    def test_depth_limit_holds_on_the_fast_paths_of_calls_and_replies(self, code: int) -> None:
+        """A CALL_REPLY or CALL like the one before (its fast path) is held to the depth
+        limit: a value MAX_DEPTH deep with its operation passes, one level more fails."""
+        ref = msgpack.ExtType(2, struct.pack(">QQ", 6, R.creation) + R.node.encode())
+
+        def body(value: object) -> bytes:
+            if code == 9:
+                return msgpack.packb([9, ref, value, pid_ext(P)])
+            return msgpack.packb([12, pid_ext(P), pid_ext(Q), ref, value])
+
+        first = CallReply(R, 1, P) if code == 9 else CallRequest(P, Q, R, 1)
+        dec = FrameDecoder(REG)
+        assert [first] == dec.feed(FrameEncoder(REG).encode(first))
+
+        (ok,) = dec.feed(frame(body(nested_lists(MAX_DEPTH - 1))))
+        assert nested_lists(MAX_DEPTH - 1) == ok[1 if code == 9 else 3]
+        with pytest.raises(ProtocolError, match="deeper"):
+            dec.feed(frame(body(nested_lists(MAX_DEPTH))))
+
     def test_deeply_nested_tuples_are_rejected_cleanly(self) -> None:
         """100000 nested tuple exts (each decoded by a hook) stop at the depth limit."""
         levels = 100_000
