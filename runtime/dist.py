@@ -601,11 +601,16 @@ class Distribution:
         to = self._reply_to
         if to.node != ref.node or to.creation != ref.creation:
             to = self._reply_to = Pid(ref.node, 0, ref.creation)
-        op = wire.CallReply(ref, value, to)
-        peer = self._reachable(ref.node)
-        if peer is not None:
+        peer = self._peers.get(ref.node)
+        if peer is None or peer.conn is None or self._closed:
+            peer = self._reachable(ref.node)
+            if peer is None:
+                return
+        peer.buf += peer.encoder.encode_reply(ref, value, to)
+        conn = peer.conn
+        if conn is not None and conn._waiter is not None:
             # The caller waits for exactly this: written at once if the writer is idle.
-            self._push(peer, op, urgent=True)
+            self._flush(peer, conn)
 
     # -- buffers ---------------------------------------------------------------------
 
@@ -658,16 +663,13 @@ class Distribution:
             )
             self._signal(name, make(Abnormal(repr(reason)[:1000])), quiet=quiet)
 
-    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False, urgent: bool = False) -> None:
+    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False) -> None:
         """Queue *op* for *peer*. *lazy*: leave it for the next write or heartbeat (it
-        needs no haste). *urgent*: write it from here if the writer is idle."""
+        needs no haste)."""
         peer.buf += peer.encoder.encode(op)
         conn = peer.conn
         if conn is not None and conn._waiter is not None and not lazy:
-            if urgent:
-                self._flush(peer, conn)
-            else:
-                self._wake(peer, conn)
+            self._wake(peer, conn)
 
     def _wake(self, peer: _Peer, conn: _Conn) -> None:
         """Wake the parked writer of *conn*."""

@@ -1255,14 +1255,21 @@ class FrameEncoder:
         body = self._shallow(value)
         if body is None:
             return None
-        exts = self._exts
-        n = len(body)
-        head = exts.get(ref) or self._id_ext(ref)
-        tail = exts.get(to) or self._id_ext(to)
-        n += 2 + len(head) + len(tail)
+        # The ref is new with each call: packed here, not kept in the ext cache.
+        payload = _ident(ref)
+        n = len(payload)
+        head = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        tail = self._exts.get(to) or self._id_ext(to)
+        n = len(body) + 2 + len(head) + len(tail)
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), b"\x94\x09", head, body, tail))
+
+    def encode_reply(self, ref: Ref, value: object, to: Pid) -> bytes:
+        """The frame of ``CallReply(ref, value, to)``, the same bytes as :meth:`encode`
+        makes of it, without building the operation. Raises as :meth:`encode`."""
+        frame = self._reply((ref, value, to))
+        return self.encode(CallReply(ref, value, to)) if frame is None else frame
 
     def encode_call(self, to: Pid | Name, caller: Pid | None, ref: Ref, request: object) -> bytes:
         """The frame of ``CallRequest(to, caller, ref, request)``, the same bytes as

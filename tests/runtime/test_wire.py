@@ -259,6 +259,14 @@ class TestOperations:
                 assert expected == got
             assert [CallRequest(P, caller, R, request_)] == FrameDecoder(REG).feed(got)
 
+    @pytest.mark.parametrize("value", [7, "text", None, ("get", [1, {"k": P}])])
+    def test_encode_reply_makes_the_frame_of_the_operation(self, value: object) -> None:
+        """encode_reply makes the bytes encode makes of the CALL_REPLY, whichever path."""
+        enc = FrameEncoder(REG)
+
+        assert FrameEncoder(REG).encode(CallReply(R, value, P)) == enc.encode_reply(R, value, P)
+        assert [CallReply(R, value, P)] == FrameDecoder(REG).feed(enc.encode_reply(R, value, P))
+
     def test_operations_of_different_classes_are_unequal(self) -> None:
         """LINK and UNLINK with the same fields are different operations."""
         assert Link(P, Q) != Unlink(P, Q)
