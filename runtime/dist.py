@@ -700,9 +700,7 @@ class Distribution:
             peer.buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
-            backend = self.node._backend
-            assert backend is not None
-            conn.sent_at = backend.current_time()
+            conn.sent_at = self.node._now()  # the loop's clock, bound: one call
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1088,7 +1086,7 @@ class Distribution:
         deliver_many = node.deliver_many
         backend = node._backend
         assert backend is not None
-        clock = backend.current_time
+        clock = node._now  # the loop's clock, bound: one call per chunk
         receive = _stream_io(stream, backend)[1]
         feed = decoder.feed_runs
         send_op = wire.Send
