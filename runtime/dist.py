@@ -51,9 +51,12 @@ Failure detection
 Backpressure
     Messages to a peer are encoded at once (so an unregistered class fails in the
     sender) into that peer's buffer, which a writer task flushes with one syscall per
-    batch (write coalescing). A call's MONITOR and SEND, and a reply, are written by
-    the calling (or replying) process itself when the writer is idle, sparing a
-    scheduler round trip; a DEMONITOR waits for the next write (or heartbeat). When
+    batch (write coalescing). A call (one CALL operation: the server's monitor and
+    the message, see :class:`runtime.wire.CallRequest`) and a reply are written by the
+    calling (or replying) process itself when the writer is idle, sparing a scheduler
+    round trip. A call answered needs no DEMONITOR: the server's node drops the
+    monitor when it replies; any other DEMONITOR waits for the next write (or
+    heartbeat). When
     the buffer holds more than ``max_buffer`` bytes, ``send`` raises
     :class:`~runtime.errors.PeerBusy` and ``send_wait`` waits for room (also while
     the connection is being made). On the receiving side a full mailbox
@@ -271,8 +274,6 @@ class Distribution:
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._drained: anyio.Event | None = None  # set while closing, once buffers are out
-        self._held = 0  # nesting of hold()
-        self._held_peers: list[_Peer] = []  # peers whose writer wake-up hold() deferred
         # The ``to`` of the last CALL_REPLY (a node's pid 0): the same for every reply to
         # one caller node, so it is built, and its ext looked up, once.
         self._reply_to = Pid(node.name, 0, 0)
@@ -559,6 +560,35 @@ class Distribution:
             watcher_node, reason, lambda r: wire.Down(ref, target, r, watcher), quiet=True
         )
 
+    def call(self, ref: Ref, target: Pid | Name, request: object, caller: Pid | None) -> bool:
+        """Send a call to a server on another node: one CALL operation, which also sets
+        the call's monitor there (see :class:`runtime.wire.CallRequest`). Written at
+        once when the writer is idle. Returns True: the server's node drops the monitor
+        when it replies.
+
+        Raises:
+            PeerBusy: the peer's buffer holds more than ``max_buffer`` bytes.
+            Unregistered: *request* holds a value of a class that may not travel.
+            ValueError: *request* is too deep, too big or out of range for the wire.
+        """
+        node = target.node if type(target) is Pid else str(target.node)
+        peer = self._peers.get(node)
+        if peer is None or peer.conn is None or self._closed:
+            peer = self._reachable(node)
+            if peer is None:  # the monitor fires NoConnection, the message is lost
+                self.node.dead_letters += 1
+                self._unreachable_soon(node)
+                return True
+        buf = peer.buf
+        if len(buf) > self.max_buffer:
+            raise PeerBusy(target if type(target) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
+        buf += peer.encoder.encode_call(target, caller, ref, request)
+        conn = peer.conn
+        if conn is not None and conn._waiter is not None:
+            # The caller waits for the answer: written from here if the writer is idle.
+            self._flush(peer, conn)
+        return True
+
     def reply(self, ref: Ref, value: object) -> None:
         """Send a call's reply to the node that made the call.
 
@@ -568,11 +598,16 @@ class Distribution:
         to = self._reply_to
         if to.node != ref.node or to.creation != ref.creation:
             to = self._reply_to = Pid(ref.node, 0, ref.creation)
-        op = wire.CallReply(ref, value, to)
-        peer = self._reachable(ref.node)
-        if peer is not None:
+        peer = self._peers.get(ref.node)
+        if peer is None or peer.conn is None or self._closed:
+            peer = self._reachable(ref.node)
+            if peer is None:
+                return
+        peer.buf += peer.encoder.encode_reply(ref, value, to)
+        conn = peer.conn
+        if conn is not None and conn._waiter is not None:
             # The caller waits for exactly this: written at once if the writer is idle.
-            self._push(peer, op, urgent=True)
+            self._flush(peer, conn)
 
     # -- buffers ---------------------------------------------------------------------
 
@@ -625,23 +660,16 @@ class Distribution:
             )
             self._signal(name, make(Abnormal(repr(reason)[:1000])), quiet=quiet)
 
-    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False, urgent: bool = False) -> None:
+    def _push(self, peer: _Peer, op: wire.Op, *, lazy: bool = False) -> None:
         """Queue *op* for *peer*. *lazy*: leave it for the next write or heartbeat (it
-        needs no haste). *urgent*: write it from here if the writer is idle."""
+        needs no haste)."""
         peer.buf += peer.encoder.encode(op)
         conn = peer.conn
         if conn is not None and conn._waiter is not None and not lazy:
-            if urgent and not self._held:
-                self._flush(peer, conn)
-            else:
-                self._wake(peer, conn)
+            self._wake(peer, conn)
 
     def _wake(self, peer: _Peer, conn: _Conn) -> None:
-        """Wake the parked writer of *conn*, or, while held, note it for :meth:`release`."""
-        if self._held:
-            if peer not in self._held_peers:
-                self._held_peers.append(peer)
-            return
+        """Wake the parked writer of *conn*."""
         w = conn._waiter
         conn._waiter = None
         self._unpark(w)
@@ -669,29 +697,7 @@ class Distribution:
             peer.buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
-            backend = self.node._backend
-            assert backend is not None
-            conn.sent_at = backend.current_time()
-
-    def hold(self) -> None:
-        """Hold the writers: what is queued until :meth:`release` leaves in one write.
-
-        Holds nest. Used by a remote call, whose MONITOR and SEND then leave together,
-        written by the caller itself when the connection's writer is idle.
-        """
-        self._held += 1
-
-    def release(self) -> None:
-        """End a :meth:`hold`: write what was queued meanwhile (see :meth:`_flush`)."""
-        self._held -= 1
-        if self._held:
-            return
-        held = self._held_peers
-        while held:
-            peer = held.pop()
-            conn = peer.conn
-            if conn is not None and conn._waiter is not None and peer.buf:
-                self._flush(peer, conn)
+            conn.sent_at = self.node._now()  # the loop's clock, bound: one call
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1077,11 +1083,15 @@ class Distribution:
         deliver_many = node.deliver_many
         backend = node._backend
         assert backend is not None
-        clock = backend.current_time
+        clock = node._now  # the loop's clock, bound: one call per chunk
         receive = _stream_io(stream, backend)[1]
         feed = decoder.feed_runs
         send_op = wire.Send
         send_run = wire.SendRun
+        call_op = wire.CallRequest
+        reply_op = wire.CallReply
+        remote_call = node.remote_call
+        watcher = Pid(peer.name, 0, peer.creation or 0)  # who monitors a call's server
         checked: Pid | None = None  # the last pid found to be on this node
         data = first
         while True:
@@ -1109,6 +1119,27 @@ class Distribution:
                                 await deliver(to.name, op[1])  # type: ignore[union-attr]
                                 continue
                         await deliver(to, op[1])
+                    elif type(op) is reply_op:
+                        if op[0].node != me:
+                            raise ProtocolError(f"forged operation from {peer.name}: {op!r}"[:300])
+                        node.reply(op[0], op[1])
+                    elif type(op) is call_op:
+                        to, caller, ref = op[0], op[1], op[2]
+                        if ref.node != peer.name or (
+                            caller is not None and caller.node != peer.name
+                        ):
+                            raise ProtocolError(f"forged operation from {peer.name}: {op!r}"[:300])
+                        if to is not checked:
+                            if type(to) is Pid:
+                                if to.node != me:
+                                    raise ProtocolError(f"CALL to {to}, which is not on {me}")
+                                checked = to
+                            else:
+                                if to.node not in (None, me):
+                                    raise ProtocolError(f"CALL to {to}, which is not on {me}")
+                                await remote_call(ref, watcher, to.name, op[3], caller)  # type: ignore[union-attr]
+                                continue
+                        await remote_call(ref, watcher, to, op[3], caller)
                     else:
                         self._dispatch(peer, op)
                 conn.received_at = clock()

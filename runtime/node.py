@@ -107,14 +107,17 @@ class Remote(Protocol):
     def reply(self, ref: Ref, value: object) -> None:
         """Deliver a call's reply to the node that made *ref*."""
 
+    def call(self, ref: Ref, target: Pid | Name, request: object, caller: Pid | None) -> bool:
+        """Monitor *target* on its node under *ref* for this node, then send it
+        ``Call(ref, request, caller)``, in that order (one operation).
+
+        Returns True if *target*'s node drops that monitor itself when it replies to
+        *ref*: then a call answered needs no :meth:`demonitor`. Nothing is sent if it
+        raises (as :meth:`send` raises).
+        """
+
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Like :meth:`send`, waiting while the connection's buffer is full."""
-
-    def hold(self) -> None:
-        """Defer writing until :meth:`release`, so what is sent meanwhile leaves together."""
-
-    def release(self) -> None:
-        """End a :meth:`hold`: write what it deferred."""
 
     def close(self) -> None:
         """Close every connection; called when the node stops."""
@@ -318,6 +321,9 @@ class Node:
         self._procs: dict[int, Process] = {}
         self._names: dict[str, Pid] = {}
         self._remote_monitors: dict[Ref, _Monitor] = {}
+        # The local servers of calls from other nodes not answered yet, by the call's
+        # ref: the reply drops the call's monitor (see remote_call).
+        self._served: dict[Ref, Process] = {}
         self._pending: dict[int, _ReplySlot] = {}
         self._timers: dict[int, CancelScope] = {}
         self._serial = 0
@@ -704,7 +710,9 @@ class Node:
         return False
 
     def _fire_down(self, rec: _Monitor, reason: ExitReason) -> None:
-        if type(rec) is _ReplySlot:  # a local call's monitor on its server
+        if type(rec) is _ReplySlot:  # a call's monitor on its server, local or remote
+            if rec.target.node != self.name:
+                self._remote_monitors.pop(rec.ref, None)
             rec.fail(reason)
             return
         self._remote_monitors.pop(rec.ref, None)
@@ -715,6 +723,8 @@ class Node:
         if watcher is None:
             return
         if watcher.node != self.name:
+            if self._served:
+                self._served.pop(rec.ref, None)
             if self.remote is not None:
                 self.remote.down(rec.ref, rec.target, reason, watcher.node)
             return
@@ -974,33 +984,54 @@ class Node:
     async def _call_remote(
         self, target: Pid | Name, request: object, caller: Pid | None, timeout: float | None
     ) -> Any:
-        """A call to a server on another node: monitor it, send the call, wait."""
-        ref, slot = self._open_call(caller, target, request)
-        try:
-            return await self._wait_slot(slot, timeout)
-        finally:
-            self._close_slot(ref, target)
+        """A call to a server on another node: monitor it and send the call (one
+        operation, see ``Remote.call``), wait for the reply.
 
-    def _open_call(
-        self, caller: Pid | None, target: Pid | Name, request: object
-    ) -> tuple[Ref, _ReplySlot]:
-        """Open the slot of a call to another node and send the call; its MONITOR and
-        SEND leave together, in one write (see ``Remote.hold``)."""
+        The reply slot is itself the call's monitor record, kept with the monitors on
+        other nodes: a DOWN or a lost connection fails it as it fails any monitor.
+        """
+        node = target.node if type(target) is Pid else str(target.node)
         remote = self.remote
-        if remote is not None:
-            remote.hold()
+        if remote is None:  # a monitor on an unreachable node fires at once
+            raise ServerExited(NoConnection(node))
+        self._ref_serial += 1
+        serial = self._ref_serial
+        ref = Ref(self.name, serial, self.creation)
+        backend = self._backend
+        assert backend is not None
+        slot = _ReplySlot(
+            backend,
+            ref,
+            target if type(target) is Pid else Pid(node, -1, 0),
+        )
+        monitors = self._remote_monitors
+        monitors[ref] = slot
+        pending = self._pending
+        pending[serial] = slot
         try:
-            ref, slot = self._open_slot(caller, target)
-            try:
-                if not slot.done:
-                    self.send(target, Call(ref, request, caller))
-            except BaseException:
-                self._close_slot(ref, target)
-                raise
+            dropped = remote.call(ref, target, request, caller)
+        except BaseException:
+            del pending[serial]
+            monitors.pop(ref, None)
+            raise
+        try:
+            if not slot.done:
+                if timeout is not None:
+                    assert self._timeouts is not None
+                    self._timeouts.add(slot, self._now() + timeout)
+                park = backend.park
+                while not slot.done:
+                    await park(slot)
         finally:
-            if remote is not None:
-                remote.release()
-        return ref, slot
+            del pending[serial]
+            # Answered: the server's node dropped the monitor when it replied.
+            if monitors.pop(ref, None) is not None and not (
+                dropped and slot.done and slot.reason is None and not slot.timed_out
+            ):
+                remote.demonitor(ref, target)
+        if slot.reason is None and not slot.timed_out and type(slot.value) is not UnsendableReply:
+            return slot.value
+        return _slot_outcome(slot, timeout)
 
     async def exit_and_wait(
         self, pid: Pid, reason: ExitReason, *, frm: Pid | None = None, timeout: float | None = None
@@ -1056,6 +1087,12 @@ class Node:
         ref = to.ref if type(to) is From else to
         assert isinstance(ref, Ref)
         if ref.node != self.name:
+            served = self._served
+            if served:
+                # The call's monitor ends with its reply (see remote_call).
+                proc = served.pop(ref, None)
+                if proc is not None and proc.watchers:
+                    proc.watchers.pop(ref, None)
             if self.remote is not None:
                 try:
                     self.remote.reply(ref, value)
@@ -1164,8 +1201,35 @@ class Node:
             tproc.watchers = {}
         tproc.watchers[ref] = rec
 
+    async def remote_call(
+        self, ref: Ref, watcher: Pid, target: Pid | str, request: object, caller: Pid | None
+    ) -> None:
+        """A call from another node (``Remote.call``): *watcher* (that node) monitors
+        local *target* under *ref* until the reply to *ref* leaves, then
+        ``Call(ref, request, caller)`` is delivered as :meth:`deliver` delivers.
+        """
+        tpid = self._names.get(target) if type(target) is str else target
+        tproc = self._lookup(tpid) if tpid is not None else None  # type: ignore[arg-type]
+        if tproc is None:
+            self.dead_letters += 1
+            if self.remote is not None:
+                self.remote.down(ref, tpid or Pid(self.name, -1, self.creation), NOPROC, ref.node)  # type: ignore[arg-type]
+            return
+        watchers = tproc.watchers
+        if watchers is None:
+            watchers = tproc.watchers = {}
+        watchers[ref] = _Monitor(ref, watcher, tproc.pid, None)
+        self._served[ref] = tproc
+        mb = tproc.mailbox
+        if len(mb) < mb.bound:
+            mb.put(Call(ref, request, caller))
+        else:
+            await mb.put_wait(Call(ref, request, caller))
+
     def remote_demonitor(self, ref: Ref, target: Pid | str) -> None:
         """A remote watcher cancelled its monitor on local *target*."""
+        if self._served:
+            self._served.pop(ref, None)
         tpid = self._names.get(target) if isinstance(target, str) else target
         tproc = self._lookup(tpid) if tpid is not None else None
         if tproc is not None and tproc.watchers:
@@ -1198,7 +1262,7 @@ class Node:
                 for ref in [
                     r for r, m in proc.watchers.items() if m.watcher and m.watcher.node == node
                 ]:
-                    del proc.watchers[ref]
+                    self._served.pop(proc.watchers.pop(ref).ref, None)
             if proc.links:
                 gone = [p for p in proc.links if p.node == node]
                 for p in gone:

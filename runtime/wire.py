@@ -27,6 +27,9 @@ Operations
      9    :class:`CallReply`   the reply ``value`` to the call ``ref`` of ``to``
     10    :class:`Heartbeat`   keep-alive; carries nothing
     11    :class:`Goodbye`     the sender closes the connection on purpose
+    12    :class:`CallRequest` a call: MONITOR the server ``to`` for the caller's node
+                               under ``ref``, then deliver ``Call(ref, request,
+                               caller)`` to it; the monitor ends when the reply leaves
     16    :class:`Hello`       handshake: versions, name, creation, nonce
     17    :class:`Challenge`   handshake: chosen version, name, creation, nonce
     18    :class:`Proof`       handshake: an HMAC-SHA256 digest
@@ -34,7 +37,7 @@ Operations
     ====  ==============  ====================================================
 
     Opcodes 16-19 are accepted only by a decoder made with ``handshake=True`` (see
-    :mod:`runtime.handshake`), and opcodes 1-11 only by one made without it.
+    :mod:`runtime.handshake`), and opcodes 1-12 only by one made without it.
 
 Values
     Inside operations travel msgpack's own types (None, bool, int of 64 bits, float, str,
@@ -128,6 +131,7 @@ __all__ = [
     "MAX_FRAME",
     "OPCODES",
     "CallReply",
+    "CallRequest",
     "Challenge",
     "Demonitor",
     "Down",
@@ -447,6 +451,24 @@ class CallReply(NamedTuple):
 
 
 @_by_class
+class CallRequest(NamedTuple):
+    """CALL (12): the call *ref* of *caller* (None: made outside any process) to the
+    server *to* (a Pid, or a Name registered there).
+
+    One operation for what would be a MONITOR of *to* for the caller's node under *ref*
+    followed by a SEND of ``Call(ref, request, caller)``: *to*'s node sets the monitor,
+    then delivers the message. The monitor ends when the reply to *ref* leaves that node
+    (or at a DEMONITOR, or when the server ends: then a DOWN), so a call answered needs
+    no DEMONITOR.
+    """
+
+    to: Pid | Name
+    caller: Pid | None
+    ref: Ref
+    request: object
+
+
+@_by_class
 class Heartbeat(NamedTuple):
     """HEARTBEAT (10): the sender is alive. Sent when the connection has been idle."""
 
@@ -512,6 +534,7 @@ Op: TypeAlias = (
     | Demonitor
     | Down
     | CallReply
+    | CallRequest
     | Heartbeat
     | Goodbye
     | Hello
@@ -532,6 +555,7 @@ OPCODES: Final[dict[type, int]] = {
     CallReply: 9,
     Heartbeat: 10,
     Goodbye: 11,
+    CallRequest: 12,
     Hello: 16,
     Challenge: 17,
     Proof: 18,
@@ -590,6 +614,12 @@ _CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
     9: lambda a: len(a) == 4 and type(a[1]) is Ref and type(a[3]) is Pid,
     10: lambda a: len(a) == 1,
     11: lambda a: len(a) == 2 and type(a[1]) is str,
+    12: lambda a: (
+        len(a) == 5
+        and type(a[1]) in _DESTS
+        and (a[2] is None or type(a[2]) is Pid)
+        and type(a[3]) is Ref
+    ),
     16: lambda a: (
         len(a) == 5
         and type(a[1]) is list
@@ -617,6 +647,7 @@ _OP_NAMES: Final = {
     9: "CALL_REPLY",
     10: "HEARTBEAT",
     11: "GOODBYE",
+    12: "CALL",
     16: "HELLO",
     17: "CHALLENGE",
     18: "PROOF",
@@ -626,7 +657,7 @@ _CLASSES: Final = {code: cls for cls, code in OPCODES.items()}
 
 
 # What a decoder accepts: opcode -> (class, check of the array ``[opcode, *fields]``).
-_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 12)}
+_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 13)}
 _HANDSHAKE_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(16, 20)}
 
 
@@ -1068,6 +1099,10 @@ class FrameEncoder:
         self._last_to: object = None
         self._last_head = b""
         self._last_size = 1
+        # CALL's fast path: the bytes of ``[12, to, caller`` for the last pair.
+        self._call_to: object = None
+        self._call_caller: object = None
+        self._call_head = b""
         self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
 
     def encode(self, op: Op) -> bytes:
@@ -1081,7 +1116,11 @@ class FrameEncoder:
         t = type(op)
         if t is Send:
             return self.encode_send(*op)
-        if t is CallReply:
+        if t is CallRequest:
+            frame = self._call(op)
+            if frame is not None:
+                return frame
+        elif t is CallReply:
             frame = self._reply(op)
             if frame is not None:
                 return frame
@@ -1216,14 +1255,72 @@ class FrameEncoder:
         body = self._shallow(value)
         if body is None:
             return None
-        exts = self._exts
-        n = len(body)
-        head = exts.get(ref) or self._id_ext(ref)
-        tail = exts.get(to) or self._id_ext(to)
-        n += 2 + len(head) + len(tail)
+        # The ref is new with each call: packed here, not kept in the ext cache.
+        payload = _ident(ref)
+        n = len(payload)
+        head = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        tail = self._exts.get(to) or self._id_ext(to)
+        n = len(body) + 2 + len(head) + len(tail)
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), b"\x94\x09", head, body, tail))
+
+    def encode_reply(self, ref: Ref, value: object, to: Pid) -> bytes:
+        """The frame of ``CallReply(ref, value, to)``, the same bytes as :meth:`encode`
+        makes of it, without building the operation. Raises as :meth:`encode`."""
+        frame = self._reply((ref, value, to))
+        return self.encode(CallReply(ref, value, to)) if frame is None else frame
+
+    def encode_call(self, to: Pid | Name, caller: Pid | None, ref: Ref, request: object) -> bytes:
+        """The frame of ``CallRequest(to, caller, ref, request)``, the same bytes as
+        :meth:`encode` makes of it, without building the operation. Raises as
+        :meth:`encode`."""
+        frame = self._call((to, caller, ref, request))
+        return self.encode(CallRequest(to, caller, ref, request)) if frame is None else frame
+
+    def _call(self, op: Any) -> bytes | None:
+        """The frame of a CALL whose fields have the right types and whose request is
+        shallow (see :meth:`_shallow`); else None. The head ``[12, to, caller`` is kept
+        for the last pair (a server's callers call it again and again)."""
+        if len(op) != 4:
+            return None
+        to, caller, ref, request = op
+        if type(ref) is not Ref:
+            return None
+        if to is self._call_to and caller is self._call_caller:
+            head = self._call_head
+        else:
+            t = type(to)
+            exts = self._exts
+            if t is Pid:
+                ext = exts.get(to) or self._id_ext(to)
+            elif t is Name:
+                try:
+                    ext = exts.get(to) or self._name_ext(to)
+                except TypeError:  # unhashable inside: the general path refuses it
+                    return None
+            else:
+                return None
+            if caller is None:
+                tail = b"\xc0"
+            elif type(caller) is Pid:
+                tail = exts.get(caller) or self._id_ext(caller)
+            else:
+                return None
+            head = self._call_head = b"\x95\x0c" + ext + tail
+            self._call_to = to
+            self._call_caller = caller
+        body = self._shallow(request)
+        if body is None:
+            return None
+        # The ref is new with each call: packed here, not kept in the ext cache.
+        payload = _ident(ref)
+        n = len(payload)
+        ext = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        n = len(head) + len(ext) + len(body)
+        if n > self.max_frame:
+            raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
+        return b"".join((_LENGTH.pack(n), head, ext, body))
 
     def _id_ext(self, x: Pid | Ref) -> bytes:
         code = EXT_PID if type(x) is Pid else EXT_REF
@@ -1295,7 +1392,7 @@ _ID_FIELDS: Final[dict[int, tuple[frozenset[type], ...]]] = {
     6: (frozenset({Ref}), frozenset({Pid}), _DESTS),
     7: (frozenset({Ref}), _DESTS),
 }
-_FAST_OPS: Final = frozenset({Send, CallReply, *_ID_OPS})
+_FAST_OPS: Final = frozenset({Send, CallReply, CallRequest, *_ID_OPS})
 # The head ``[code`` of each: a fixarray of the fields and the opcode, then the opcode.
 _ID_HEADS: Final = {code: bytes((0x90 | (len(t) + 1), code)) for code, t in _ID_FIELDS.items()}
 _FIXARRAY: Final = [bytes([0x90 | n]) for n in range(16)]
@@ -1379,6 +1476,11 @@ class FrameDecoder:
         # there was none: always during the handshake).
         self._send_head = b""
         self._send_to: Pid | None = None
+        # The fast paths of CALL_REPLY and CALL (see _decode): the bytes around the ref's
+        # serial and the value, and the objects they stand for, of the last one decoded
+        # by the general path; None before the first.
+        self._reply_fast: tuple[bytes, bytes, bytes, str, int, Pid] | None = None
+        self._call_fast: tuple[bytes, bytes, str, int, Pid, Pid | None] | None = None
 
     @property
     def buffered(self) -> int:
@@ -1461,6 +1563,11 @@ class FrameDecoder:
         send_head = self._send_head
         send_to = self._send_to
         skip = len(send_head) + 4
+        # CALL_REPLY's and CALL's: a frame whose bytes around the ref's serial and its
+        # value (or request) are those of the last one, needs only that value decoded.
+        reply_fast = self._reply_fast
+        call_fast = self._call_fast
+        serial_of = _SERIAL.unpack_from
         run: list[Any] | None = None  # the messages of the SendRun being gathered
         short = min(depth_limit, max_frame)  # frames this long need no depth check
         # Cleared before a frame whose depth is checked, and after each check: set in
@@ -1526,6 +1633,41 @@ class FrameDecoder:
                             break
                         off = end
                     continue
+            code = buf[off + 5] if size > 1 else 0
+            if code == 9 and reply_fast is not None:
+                r_head, r_rest, r_tail, r_node, r_creation, r_to = reply_fast
+                a = off + 4 + len(r_head)  # the ref's serial
+                b = a + 8 + len(r_rest)  # the value
+                e = end - len(r_tail)
+                if (
+                    b < e
+                    and buf.startswith(r_head, off + 4)
+                    and buf.startswith(r_rest, a + 8)
+                    and buf.endswith(r_tail, e, end)
+                ):
+                    msg = self._field(view, b, e, size, off, end)
+                    if msg is not _NOT_FAST:
+                        (serial,) = serial_of(buf, a)
+                        ref = Ref(r_node, serial, r_creation)
+                        append(_new_tuple(CallReply, (ref, msg, r_to)))
+                        run = None
+                        off = end
+                        room -= 1
+                        continue
+            elif code == 12 and call_fast is not None:
+                c_head, c_rest, c_node, c_creation, c_to, c_caller = call_fast
+                a = off + 4 + len(c_head)  # the ref's serial
+                b = a + 8 + len(c_rest)  # the request
+                if b < end and buf.startswith(c_head, off + 4) and buf.startswith(c_rest, a + 8):
+                    msg = self._field(view, b, end, size, off, end)
+                    if msg is not _NOT_FAST:
+                        (serial,) = serial_of(buf, a)
+                        ref = Ref(c_node, serial, c_creation)
+                        append(_new_tuple(CallRequest, (c_to, c_caller, ref, msg)))
+                        run = None
+                        off = end
+                        room -= 1
+                        continue
             run = None
             unpacking.native = False
             try:
@@ -1570,10 +1712,70 @@ class FrameDecoder:
                             _new_tuple(_ExtType, (EXT_PID, _ident(to)))
                         )
                         skip = len(send_head) + 4
+                elif cls is CallReply:
+                    reply_fast = self._reply_fast = _reply_fast(value[1], value[3])
+                elif cls is CallRequest and type(value[1]) is Pid:
+                    call_fast = self._call_fast = _call_fast(value[1], value[2], value[3])
                 append(_new_tuple(cls, value[1:]))
             off = end
             room -= 1
         return off
+
+    def _field(self, view: memoryview, b: int, e: int, size: int, off: int, end: int) -> Any:
+        """The value in ``view[b:e]``, a field of the frame ``[off, end)`` of *size*
+        bytes (one level below its operation), checked as the general path checks it;
+        :data:`_NOT_FAST` if those bytes are not exactly one value (the general path
+        then decodes the frame, and says what is wrong)."""
+        unpacking = self._unpacking
+        try:
+            msg = msgpack.unpackb(view[b:e], ext_hook=unpacking.ext_hook)
+        except ProtocolError:
+            raise
+        except Exception:
+            unpacking.native = False
+            return _NOT_FAST
+        limit = unpacking.max_depth
+        if size > limit:
+            t = type(msg)
+            if t is list or t is dict or unpacking.native:
+                unpacking.native = False
+                # As SEND's fast path: count the container heads, walk only if needed.
+                body = view[off + 4 : end].tobytes()
+                if size - body.translate(_HEADS).count(b"\x00") > limit:
+                    problem = _walk(msg, limit - 1, unpacking.registry._by_type, keys=False)
+                    if problem is not None:
+                        raise ProtocolError(problem)
+        return msg
+
+
+_NOT_FAST: Final[Any] = object()
+_SERIAL: Final = struct.Struct(">Q")
+
+
+def _ref_bytes(ref: Ref) -> tuple[bytes, bytes]:
+    """The bytes of *ref*'s ext before its serial, and after it (creation and node)."""
+    node = ref.node.encode()
+    return _ext_head(EXT_REF, 16 + len(node)), _SERIAL.pack(ref.creation) + node
+
+
+def _pid_bytes(pid: Pid) -> bytes:
+    payload = _ident(pid)
+    return _ext_head(EXT_PID, len(payload)) + payload
+
+
+def _reply_fast(ref: Ref, to: Pid) -> tuple[bytes, bytes, bytes, str, int, Pid]:
+    """What the fast path of CALL_REPLY ``[9, ref, value, to]`` matches and makes."""
+    head, rest = _ref_bytes(ref)
+    return b"\x94\x09" + head, rest, _pid_bytes(to), ref.node, ref.creation, to
+
+
+def _call_fast(
+    to: Pid, caller: Pid | None, ref: Ref
+) -> tuple[bytes, bytes, str, int, Pid, Pid | None]:
+    """What the fast path of CALL ``[12, to, caller, ref, request]`` matches and makes."""
+    head, rest = _ref_bytes(ref)
+    who = b"\xc0" if caller is None else _pid_bytes(caller)
+    return b"\x95\x0c" + _pid_bytes(to) + who + head, rest, ref.node, ref.creation, to, caller
 
 
 # --------------------------------------------------------------------------- shortcuts

@@ -110,6 +110,7 @@ import trio
 from runtime import dist as _dist
 from runtime import wire
 from runtime.errors import PeerBusy
+from runtime.messages import Call
 from runtime.node import Node
 from runtime.pid import Name, Pid, Ref
 from runtime.reasons import Abnormal, ExitReason
@@ -277,11 +278,19 @@ class LocalRemote:
             raise PeerBusy(to if isinstance(to, Pid) else Pid(name, 0, 0), net.max_queue)
         net._push(conn, self, wire.Send(to, msg))
 
-    def hold(self) -> None:
-        """Nothing to hold: each packet is delivered on its own (see :meth:`send`)."""
+    def call(self, ref: Ref, target: Pid | Name, request: object, caller: Pid | None) -> bool:
+        """A MONITOR packet, then a SEND of the ``Call``; returns False: the server's
+        node keeps the monitor until a DEMONITOR.
 
-    def release(self) -> None:
-        """The end of a :meth:`hold`; nothing to do."""
+        Raises as :meth:`send`; then the monitor is cancelled again.
+        """
+        self.monitor(ref, None, target)
+        try:
+            self.send(target, Call(ref, request, caller))
+        except BaseException:
+            self.demonitor(ref, target)
+            raise
+        return False
 
     async def send_wait(self, to: Pid | Name, msg: object) -> None:
         """Like :meth:`send`, waiting while more than ``max_queue`` packets wait."""

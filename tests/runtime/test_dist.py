@@ -366,6 +366,49 @@ class TestCalls:
             await wait_until(lambda: not b.node.process(pid).watchers)
             assert b.dist.is_connected("a@test")  # not dropped for silence meanwhile
 
+    async def test_answered_calls_need_no_demonitor(self) -> None:
+        """The server's node drops a call's monitor when it replies: none is left once
+        the reply is in, before any later frame or heartbeat could carry a DEMONITOR."""
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            with anyio.fail_after(BOUND):
+                for i in range(5):
+                    assert i == await a.node.call(pid, ("echo", i))
+                    assert not b.node.process(pid).watchers
+                assert pid == await a.node.call(Name("echo", "b@test"), "pid")
+
+            assert not b.node.process(pid).watchers
+
+    async def test_timed_out_call_drops_its_monitor_with_a_demonitor(self) -> None:
+        """A call that timed out was not answered: its DEMONITOR removes the monitor."""
+        async with cluster("a@test", "b@test", heartbeat_interval=0.05) as (a, b):
+            pid = await b.node.start_server(Echo, name="echo")
+            with anyio.fail_after(BOUND), pytest.raises(runtime.CallTimeout):
+                await a.node.call(pid, ("hold", None), timeout=0.05)
+            assert b.node.process(pid).watchers
+
+            await wait_until(lambda: not b.node.process(pid).watchers)
+
+    async def test_reply_from_another_process_drops_the_call_monitor(self) -> None:
+        """A reply sent by a process other than the server ends the monitor too."""
+
+        async def replier() -> None:
+            from_, value = await runtime.receive()
+            runtime.reply(from_, value)
+
+        class Delegating(runtime.GenServer):
+            async def handle_call(self, request: Any, from_: Any) -> Any:
+                runtime.send(runtime.whereis("replier"), (from_, request))  # type: ignore[arg-type]
+                return runtime.NOREPLY
+
+        async with cluster("a@test", "b@test") as (a, b):
+            b.node.spawn(replier, name="replier")
+            pid = await b.node.start_server(Delegating)
+            with anyio.fail_after(BOUND):
+                assert await a.node.call(pid, "late") == "late"
+
+            assert not b.node.process(pid).watchers
+
     async def test_call_to_unregistered_remote_name_is_noproc(self) -> None:
         """A call to a name nobody registered on the remote node fails with NoProc."""
         async with cluster("a@test", "b@test") as (a, _):

@@ -33,6 +33,7 @@ from runtime.wire import (
     MAX_DEPTH,
     MAX_FRAME,
     CallReply,
+    CallRequest,
     Challenge,
     Demonitor,
     Down,
@@ -145,6 +146,9 @@ ALL_OPS: list[Op] = [
     Down(R, Q, NoConnection("b@host"), P),
     Down(R, Name("n"), NOPROC, P),
     CallReply(R, [1, 2.5, "three"], P),
+    CallRequest(P, Q, R, ("get", 7)),
+    CallRequest(Name("ledger", "b@host"), None, R, 7),
+    CallRequest(P, None, R, {"k": [1, 2]}),
     Heartbeat(),
     Goodbye("node stopping"),
     Exit(P, Q, NORMAL),
@@ -237,6 +241,32 @@ class TestOperations:
         assert op == back
         assert type(op) is type(back)
 
+    @pytest.mark.parametrize("caller", [Q, None])
+    @pytest.mark.parametrize("request_", [7, "text", None, ("get", [1, {"k": P}])])
+    def test_call_frame_is_the_documented_array(self, caller: Pid | None, request_: object) -> None:
+        """A CALL is ``[12, to, caller, ref, request]``, whichever path encodes it."""
+        ref_ext = msgpack.ExtType(2, struct.pack(">QQ", R.serial, R.creation) + R.node.encode())
+        enc = FrameEncoder(REG)
+        body = msgpack.packb(
+            [12, pid_ext(P), None if caller is None else pid_ext(caller), ref_ext, 7],
+        )
+        expected = frame(body) if request_ == 7 else None
+
+        for _ in range(2):  # the second time from the kept head
+            got = enc.encode(CallRequest(P, caller, R, request_))
+            assert got == enc.encode_call(P, caller, R, request_)
+            if expected is not None:
+                assert expected == got
+            assert [CallRequest(P, caller, R, request_)] == FrameDecoder(REG).feed(got)
+
+    @pytest.mark.parametrize("value", [7, "text", None, ("get", [1, {"k": P}])])
+    def test_encode_reply_makes_the_frame_of_the_operation(self, value: object) -> None:
+        """encode_reply makes the bytes encode makes of the CALL_REPLY, whichever path."""
+        enc = FrameEncoder(REG)
+
+        assert FrameEncoder(REG).encode(CallReply(R, value, P)) == enc.encode_reply(R, value, P)
+        assert [CallReply(R, value, P)] == FrameDecoder(REG).feed(enc.encode_reply(R, value, P))
+
     def test_operations_of_different_classes_are_unequal(self) -> None:
         """LINK and UNLINK with the same fields are different operations."""
         assert Link(P, Q) != Unlink(P, Q)
@@ -314,6 +344,9 @@ class TestOperations:
             Exit(P, Q, "normal"),  # type: ignore[arg-type]
             Monitor(P, P, Q),  # type: ignore[arg-type]
             CallReply(R, 1, R),  # type: ignore[arg-type]
+            CallRequest(P, Q, P, 1),  # type: ignore[arg-type]
+            CallRequest(P, "caller", R, 1),  # type: ignore[arg-type]
+            CallRequest("to", Q, R, 1),  # type: ignore[arg-type]
             Goodbye(3),  # type: ignore[arg-type]
         ],
     )
@@ -489,6 +522,16 @@ class TestValues:
 
     @settings(max_examples=100, deadline=None)
     @given(values)
+    def test_values_round_trip_in_a_call(self, value: object) -> None:
+        """Any value comes back equal as a CALL's request (the encoder's fast path, or
+        the general one)."""
+        back = roundtrip(CallRequest(P, Q, R, value))
+
+        assert isinstance(back, CallRequest)
+        assert same(value, back.request)
+
+    @settings(max_examples=100, deadline=None)
+    @given(values)
     def test_values_round_trip_bare(self, value: object) -> None:
         """pack_value and unpack_value round-trip without a frame."""
         assert same(value, unpack_value(pack_value(value, registry=REG), registry=REG))
@@ -600,6 +643,26 @@ class TestLimits:
 
         with pytest.raises(ProtocolError):
             FrameDecoder().feed(frame(body))
+
+    @pytest.mark.parametrize("code", [9, 12])
+    def test_depth_limit_holds_on_the_fast_paths_of_calls_and_replies(self, code: int) -> None:
+        """A CALL_REPLY or CALL like the one before (its fast path) is held to the depth
+        limit: a value MAX_DEPTH deep with its operation passes, one level more fails."""
+        ref = msgpack.ExtType(2, struct.pack(">QQ", 6, R.creation) + R.node.encode())
+
+        def body(value: object) -> bytes:
+            if code == 9:
+                return msgpack.packb([9, ref, value, pid_ext(P)])
+            return msgpack.packb([12, pid_ext(P), pid_ext(Q), ref, value])
+
+        first = CallReply(R, 1, P) if code == 9 else CallRequest(P, Q, R, 1)
+        dec = FrameDecoder(REG)
+        assert [first] == dec.feed(FrameEncoder(REG).encode(first))
+
+        (ok,) = dec.feed(frame(body(nested_lists(MAX_DEPTH - 1))))
+        assert nested_lists(MAX_DEPTH - 1) == ok[1 if code == 9 else 3]
+        with pytest.raises(ProtocolError, match="deeper"):
+            dec.feed(frame(body(nested_lists(MAX_DEPTH))))
 
     def test_deeply_nested_tuples_are_rejected_cleanly(self) -> None:
         """100000 nested tuple exts (each decoded by a hook) stop at the depth limit."""

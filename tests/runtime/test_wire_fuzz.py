@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 
 from runtime.errors import AuthenticationFailed, ProtocolError
 from runtime.handshake import Handshake, Role
-from runtime.pid import Pid
-from runtime.wire import FrameDecoder, FrameEncoder, Op, Send, SendRun, unpack_value
+from runtime.pid import Pid, Ref
+from runtime.wire import (
+    CallReply,
+    CallRequest,
+    FrameDecoder,
+    FrameEncoder,
+    Op,
+    Send,
+    SendRun,
+    unpack_value,
+)
 from tests.runtime.test_wire import REG, values
 
 EXAMPLES = int(os.environ.get("REGENCY_FUZZ_EXAMPLES", "100"))
@@ -192,3 +201,60 @@ def test_handshake_fails_only_with_authentication_failed(
     except AuthenticationFailed:
         assert hs.failure is not None
     assert not hs.done
+
+
+refs = st.builds(Ref, st.sampled_from(["a@h", "b@h"]), st.integers(0, 2**64 - 1), st.just(7))
+callers = st.sampled_from([Pid("a@h", 3, 7), Pid("a@h", 4, 7), None])
+call_ops = st.lists(
+    st.builds(CallReply, refs, values, st.just(Pid("a@h", 0, 7)))
+    | st.builds(CallRequest, two_pids, callers, refs, values),
+    min_size=1,
+    max_size=8,
+)
+
+
+@st.composite
+def call_streams(draw: st.DrawFn) -> bytes:
+    """The frames of a few CALLs and CALL_REPLYs, some bytes perhaps changed."""
+    data = bytearray(FrameEncoder(REG, max_frame=MAX_FRAME * 64).encode_many(draw(call_ops)))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data) - 1))
+        data[at] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+def frames_of(data: bytes) -> list[bytes]:
+    """*data* split after each frame its length prefixes delimit (the rest last)."""
+    out: list[bytes] = []
+    off = 0
+    while len(data) - off >= 4:
+        end = min(len(data), off + 4 + struct.unpack_from(">I", data, off)[0])
+        out.append(data[off:end])
+        off = end
+    return [*out, data[off:]] if off < len(data) else out
+
+
+def decode_each(chunks: list[bytes], fresh: bool) -> tuple[bytes, bool]:
+    """The frames of the ops decoded from *chunks*, fed one at a time to one decoder, or
+    each to a new decoder (*fresh*: no fast path), and whether one raised."""
+    enc = FrameEncoder(REG, max_frame=MAX_FRAME * 64)
+    dec = FrameDecoder(REG, max_frame=MAX_FRAME * 64)
+    got: list[Op] = []
+    try:
+        for chunk in chunks:
+            if fresh:
+                dec = FrameDecoder(REG, max_frame=MAX_FRAME * 64)
+            got += dec.feed(chunk)
+    except ProtocolError:
+        return enc.encode_many(got), True
+    return enc.encode_many(got), False
+
+
+@fuzz
+@given(call_streams())
+def test_fast_paths_of_calls_and_replies_decode_as_the_general_path(data: bytes) -> None:
+    """CALL and CALL_REPLY frames like the one before (the fast paths) decode to the
+    same operations as a new decoder makes of each, and fail where it fails."""
+    chunks = frames_of(data)
+
+    assert decode_each(chunks, fresh=True) == decode_each(chunks, fresh=False)
