@@ -1208,12 +1208,13 @@ class Node:
         local *target* under *ref* until the reply to *ref* leaves, then
         ``Call(ref, request, caller)`` is delivered as :meth:`deliver` delivers.
         """
-        tpid = self._names.get(target) if type(target) is str else target
-        tproc = self._lookup(tpid) if tpid is not None else None  # type: ignore[arg-type]
+        tpid = self._names.get(target) if isinstance(target, str) else target
+        tproc = self._lookup(tpid) if tpid is not None else None
         if tproc is None:
             self.dead_letters += 1
             if self.remote is not None:
-                self.remote.down(ref, tpid or Pid(self.name, -1, self.creation), NOPROC, ref.node)  # type: ignore[arg-type]
+                what = Name(target, self.name) if isinstance(target, str) else target
+                self.remote.down(ref, what, NOPROC, ref.node)
             return
         watchers = tproc.watchers
         if watchers is None:
