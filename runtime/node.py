@@ -148,7 +148,7 @@ class _ReplySlot(_Monitor, Parkable):
 
     __slots__ = ("_backend", "_waiter", "done", "reason", "timed_out", "value")
 
-    def __init__(self, backend: Backend, ref: Ref | None, target: Pid | None) -> None:
+    def __init__(self, backend: Backend, ref: Ref | None, target: Pid | Name | None) -> None:
         # ref and target are set for a local call's slot (its own monitor record).
         self.ref = ref  # type: ignore[assignment]
         self.target = target  # type: ignore[assignment]
@@ -999,11 +999,7 @@ class Node:
         ref = Ref(self.name, serial, self.creation)
         backend = self._backend
         assert backend is not None
-        slot = _ReplySlot(
-            backend,
-            ref,
-            target if type(target) is Pid else Pid(node, -1, 0),
-        )
+        slot = _ReplySlot(backend, ref, target)
         monitors = self._remote_monitors
         monitors[ref] = slot
         pending = self._pending
@@ -1015,13 +1011,7 @@ class Node:
             monitors.pop(ref, None)
             raise
         try:
-            if not slot.done:
-                if timeout is not None:
-                    assert self._timeouts is not None
-                    self._timeouts.add(slot, self._now() + timeout)
-                park = backend.park
-                while not slot.done:
-                    await park(slot)
+            return await self._wait_slot(slot, timeout)
         finally:
             del pending[serial]
             # Answered: the server's node dropped the monitor when it replied.
@@ -1029,9 +1019,6 @@ class Node:
                 dropped and slot.done and slot.reason is None and not slot.timed_out
             ):
                 remote.demonitor(ref, target)
-        if slot.reason is None and not slot.timed_out and type(slot.value) is not UnsendableReply:
-            return slot.value
-        return _slot_outcome(slot, timeout)
 
     async def exit_and_wait(
         self, pid: Pid, reason: ExitReason, *, frm: Pid | None = None, timeout: float | None = None
