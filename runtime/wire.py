@@ -1255,10 +1255,7 @@ class FrameEncoder:
         body = self._shallow(value)
         if body is None:
             return None
-        # The ref is new with each call: packed here, not kept in the ext cache.
-        payload = _ident(ref)
-        n = len(payload)
-        head = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        head = _fresh_ext(EXT_REF, _ident(ref))  # new with each call: not cached
         tail = self._exts.get(to) or self._id_ext(to)
         n = len(body) + 2 + len(head) + len(tail)
         if n > self.max_frame:
@@ -1313,21 +1310,14 @@ class FrameEncoder:
         body = self._shallow(request)
         if body is None:
             return None
-        # The ref is new with each call: packed here, not kept in the ext cache.
-        payload = _ident(ref)
-        n = len(payload)
-        ext = (bytes((0xC7, n, EXT_REF)) if 16 < n <= 0xFF else _ext_head(EXT_REF, n)) + payload
+        ext = _fresh_ext(EXT_REF, _ident(ref))  # new with each call: not cached
         n = len(head) + len(ext) + len(body)
         if n > self.max_frame:
             raise ValueError(f"frame of {n} bytes exceeds limit {self.max_frame}")
         return b"".join((_LENGTH.pack(n), head, ext, body))
 
     def _id_ext(self, x: Pid | Ref) -> bytes:
-        code = EXT_PID if type(x) is Pid else EXT_REF
-        payload = _ident(x)
-        n = len(payload)
-        # The bytes msgpack makes of ExtType(code, payload), without making a Packer.
-        ext = (bytes((0xC7, n, code)) if 16 < n <= 0xFF else _ext_head(code, n)) + payload
+        ext = _fresh_ext(EXT_PID if type(x) is Pid else EXT_REF, _ident(x))
         exts = self._exts
         if len(exts) >= _CACHE_MAX:
             exts.clear()
@@ -1404,6 +1394,12 @@ def _packed_name(name: str) -> bytes:
     packed: bytes = msgpack.packb(name)
     _NAMES[name] = packed
     return packed
+
+
+def _fresh_ext(code: int, payload: bytes) -> bytes:
+    """The bytes msgpack makes of ``ExtType(code, payload)``, without making a Packer."""
+    n = len(payload)
+    return (bytes((0xC7, n, code)) if 16 < n <= 0xFF else _ext_head(code, n)) + payload
 
 
 def _ext_head(code: int, n: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -209,6 +210,37 @@ class TestExitReasons:
         assert got == [Shutdown("x")]
 
 
+async def _no_more() -> None:
+    """Nothing between the signal and the wait for the Down."""
+
+
+def exit_while_waiting(
+    run: Any,
+    body: Callable[[], Awaitable[None]],
+    reason: Any,
+    then: Callable[[runtime.Pid], Awaitable[None]] = lambda _pid: _no_more(),
+) -> Any:
+    """Spawn *body* monitored, send it the exit signal *reason* once it waits, await
+    ``then(pid)``, and return the reason of its ``Down``."""
+    got: list[Any] = []
+
+    async def watcher() -> None:
+        pid, _ = runtime.spawn_monitor(body)
+        await settle()
+        runtime.send_exit(pid, reason)
+        await then(pid)
+        got.append((await runtime.receive()).reason)
+
+    async def scenario() -> None:
+        async with Node("n1") as node:
+            node.spawn(watcher)
+            while not got:
+                await anyio.lowlevel.checkpoint()
+
+    run(scenario)
+    return got[0]
+
+
 class TestExitSignalWhereTheProcessWaits:
     """An exit signal ends a process wherever it waits, as its cancellation would."""
 
@@ -227,24 +259,8 @@ class TestExitSignalWhereTheProcessWaits:
                     seen.append("wait in cleanup cancelled")
                     raise
 
-        got: list[Any] = []
-        done = anyio.Event()
-
-        async def watcher() -> None:
-            pid, _ = runtime.spawn_monitor(body)
-            await settle()
-            runtime.send_exit(pid, Shutdown("stop"))
-            got.append(await runtime.receive())
-            done.set()
-
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(watcher)
-                await done.wait()
-
-        run(scenario)
+        assert exit_while_waiting(run, body, Shutdown("stop")) == Shutdown("stop")
         assert seen == ["cleanup", "wait in cleanup cancelled"]
-        assert got[0].reason == Shutdown("stop")
 
     def test_a_shielded_receive_is_not_interrupted(self, run: Any) -> None:
         """A receive under a shielded scope finishes; the exit lands at the next wait."""
@@ -257,27 +273,13 @@ class TestExitSignalWhereTheProcessWaits:
             await runtime.receive()
             seen.append("not reached")
 
-        got: list[Any] = []
-        done = anyio.Event()
-
-        async def watcher() -> None:
-            pid, _ = runtime.spawn_monitor(body)
-            await settle()
-            runtime.send_exit(pid, Shutdown("stop"))
+        async def then(pid: runtime.Pid) -> None:
             await settle()
             seen.append(("alive", runtime.current_node().is_alive(pid)))
             runtime.send(pid, "hello")
-            got.append(await runtime.receive())
-            done.set()
 
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(watcher)
-                await done.wait()
-
-        run(scenario)
+        assert exit_while_waiting(run, body, Shutdown("stop"), then) == Shutdown("stop")
         assert seen == [("alive", True), "hello", "left the shield"]
-        assert got[0].reason == Shutdown("stop")
 
     def test_parked_in_receive_inside_a_task_group(self, run: Any) -> None:
         """Killed while waiting inside its own task group: the group's tasks end too."""
@@ -294,24 +296,8 @@ class TestExitSignalWhereTheProcessWaits:
                 tg.start_soon(helper)
                 await runtime.receive()
 
-        got: list[Any] = []
-        done = anyio.Event()
-
-        async def watcher() -> None:
-            pid, _ = runtime.spawn_monitor(body)
-            await settle()
-            runtime.send_exit(pid, Abnormal("stop"))
-            got.append(await runtime.receive())
-            done.set()
-
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(watcher)
-                await done.wait()
-
-        run(scenario)
+        assert exit_while_waiting(run, body, Abnormal("stop")) == Abnormal("stop")
         assert seen == ["helper ended"]
-        assert got[0].reason == Abnormal("stop")
 
 
 class TestExitAndWait:
