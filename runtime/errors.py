@@ -75,7 +75,10 @@ class NodeClosed(RegencyError, RuntimeError):
 class ProcessExit(BaseException):
     """Raised inside a process to end it with ``reason``; see ``runtime.exit``.
 
-    Derives from ``BaseException`` so ``except Exception`` cannot swallow it.
+    An exit signal that ends a process while it waits in ``receive`` raises this there
+    too; one that finds it waiting anywhere else cancels it (``trio.Cancelled``). Either
+    way its cleanup runs and any wait in that cleanup fails. Derives from
+    ``BaseException`` so ``except Exception`` cannot swallow it.
     """
 
     def __init__(self, reason: ExitReason) -> None:
