@@ -75,7 +75,8 @@ class NodeClosed(RegencyError, RuntimeError):
 class ProcessExit(BaseException):
     """Raised inside a process to end it with ``reason``; see ``runtime.exit``.
 
-    An exit signal that ends a process while it waits in ``receive`` raises this there
+    An exit signal that ends a process waiting in ``receive``, outside any cancel scope
+    of its own, raises this there
     too; one that finds it waiting anywhere else cancels it (``trio.Cancelled``). Either
     way its cleanup runs and any wait in that cleanup fails. Derives from
     ``BaseException`` so ``except Exception`` cannot swallow it.
