@@ -76,10 +76,9 @@ class ProcessExit(BaseException):
     """Raised inside a process to end it with ``reason``; see ``runtime.exit``.
 
     An exit signal that ends a process waiting in ``receive``, outside any cancel scope
-    of its own, raises this there
-    too; one that finds it waiting anywhere else cancels it (``trio.Cancelled``). Either
-    way its cleanup runs and any wait in that cleanup fails. Derives from
-    ``BaseException`` so ``except Exception`` cannot swallow it.
+    of its own, raises this there too; one that finds it waiting anywhere else cancels
+    it (``trio.Cancelled``). Either way its cleanup runs and any wait in that cleanup
+    fails. Derives from ``BaseException`` so ``except Exception`` cannot swallow it.
     """
 
     def __init__(self, reason: ExitReason) -> None:
