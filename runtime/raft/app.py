@@ -40,6 +40,12 @@ first element says what happened:
   refused for a moment (a leadership transfer, leadership lost before commit):
   retry with the same ``seq``; ``["unavailable", why]`` when the member is
   stopping; ``["error", text]`` for a command the state machine rejected.
+* ``("put", key, value, client_id, seq, wait)`` -> the same, except during an election
+  (no leader known here): the member holds the request until it knows a leader, at
+  most ``wait`` seconds (a number in ``[0, 10]``), then proposes it if it became the
+  leader itself, else answers ``["not_leader", hint]`` with the new leader (None after
+  ``wait``). A client that opts in learns the new leader the moment this member does,
+  instead of polling through the election; a request is never held otherwise.
 * ``("get", key)`` -> ``["ok", value]`` (None when absent), read linearizably (a read
   index confirmed by the leader's quorum, then the local store; works on followers);
   ``["not_leader", None]`` during an election, ``["retry", why]`` when the leader
@@ -50,7 +56,8 @@ first element says what happened:
   ``applied``, ``last_index``, ``leader_ready``, ``applies``, ``duplicates``,
   ``fsyncs``.
 
-No call waits for an election: a request that cannot be served now is answered at once.
+No call waits for an election unless it asks to (the ``wait`` of a put): a request that
+cannot be served now is answered at once.
 :class:`KVClient` is a client for a node of another process that follows the hints and
 retries with the same ``seq``.
 """
@@ -87,6 +94,7 @@ from .driver import (
     DEFAULT_HEARTBEAT_TICKS,
     DriverStopped,
     LeadershipLost,
+    ProposalCallback,
     ProposalTimeout,
     RaftDriver,
     ReadTimeout,
@@ -115,6 +123,9 @@ READ_TIMEOUT: Final = 2.0
 
 RECONNECT_INTERVAL: Final = 0.1
 """Seconds between two checks that this member is connected to every other member."""
+
+MAX_LEADER_WAIT: Final = 10.0
+"""The longest ``wait`` a put may ask for (seconds)."""
 
 log = structlog.get_logger("regency.raft.app")
 
@@ -265,20 +276,31 @@ class ClientService(GenServer):
             return m.status()
         if isinstance(request, list | tuple) and request:
             op = request[0]
-            if op == "put" and len(request) == 5:
-                _, key, value, client_id, seq = request
+            if op == "put" and len(request) in (5, 6):
+                _, key, value, client_id, seq, *rest = request
+                wait = rest[0] if rest else 0
                 if (
                     not (isinstance(key, str) and isinstance(client_id, str))
                     or type(seq) is not int
+                    or type(wait) not in (int, float)
+                    or not 0 <= wait <= MAX_LEADER_WAIT
                 ):
-                    return ["error", "put expects (put, str key, value, str client_id, int seq)"]
+                    return [
+                        "error",
+                        "put expects (put, str key, value, str client_id, int seq[, wait s])",
+                    ]
                 node = m.node
+                command = encode_put(key, value, client_id, seq)
 
                 def done(result: object, error: BaseException | None) -> None:
                     node.reply(from_, _put_answer(result, error))
 
                 try:
-                    m.driver.propose_nowait(encode_put(key, value, client_id, seq), done)
+                    m.driver.propose_nowait(command, done)
+                except NotLeader as exc:
+                    if exc.leader_hint is not None or not wait:
+                        return _refusal(exc)
+                    m.tg.start_soon(self._put_after_election, from_, command, done, wait)
                 except RaftError as exc:
                     return _refusal(exc)
                 return NOREPLY
@@ -289,6 +311,18 @@ class ClientService(GenServer):
                 m.tg.start_soon(self._read, from_, None)
                 return NOREPLY
         return ["error", f"unknown request {request!r:.100}"]
+
+    async def _put_after_election(
+        self, from_: From, command: bytes, done: ProposalCallback, wait: float
+    ) -> None:
+        """Hold a put until this member knows a leader (at most ``wait`` s), then retry it."""
+        m = self.member
+        with anyio.move_on_after(wait):
+            await m.driver.wait_for(lambda s: s.leader is not None)
+        try:
+            m.driver.propose_nowait(command, done)
+        except RaftError as exc:
+            m.node.reply(from_, _refusal(exc))
 
     async def _read(self, from_: From, key: str | None) -> None:
         m = self.member
