@@ -268,6 +268,8 @@ class ClientService(GenServer):
     async def init(self, member: Member) -> None:
         """Keep the member to serve."""
         self.member = member
+        # Puts held until the election ends: (deadline, caller, command, callback).
+        self._held: list[tuple[float, From, bytes, ProposalCallback]] = []
 
     async def handle_call(self, request: Any, from_: From) -> Any:
         """Answer ``put``, ``get``, ``dump`` and ``status`` (see the module docstring)."""
@@ -300,7 +302,9 @@ class ClientService(GenServer):
                 except NotLeader as exc:
                     if exc.leader_hint is not None or not wait:
                         return _refusal(exc)
-                    m.tg.start_soon(self._put_after_election, from_, command, done, wait)
+                    if not self._held:
+                        m.tg.start_soon(self._release_held)
+                    self._held.append((anyio.current_time() + wait, from_, command, done))
                 except RaftError as exc:
                     return _refusal(exc)
                 return NOREPLY
@@ -312,17 +316,28 @@ class ClientService(GenServer):
                 return NOREPLY
         return ["error", f"unknown request {request!r:.100}"]
 
-    async def _put_after_election(
-        self, from_: From, command: bytes, done: ProposalCallback, wait: float
-    ) -> None:
-        """Hold a put until this member knows a leader (at most ``wait`` s), then retry it."""
+    async def _release_held(self) -> None:
+        """Retry the held puts once this member knows a leader, or answer them at their wait.
+
+        One task serves every held put, so a change of the driver's status wakes one task
+        however many puts wait (each would otherwise wake, during the candidate's fsync).
+        """
         m = self.member
-        with anyio.move_on_after(wait):
-            await m.driver.wait_for(lambda s: s.leader is not None)
-        try:
-            m.driver.propose_nowait(command, done)
-        except RaftError as exc:
-            m.node.reply(from_, _refusal(exc))
+        while self._held:
+            with anyio.move_on_at(min(h[0] for h in self._held)):
+                await m.driver.wait_for(lambda s: s.leader is not None)
+            now = anyio.current_time()
+            held, self._held = self._held, []
+            for deadline, from_, command, done in held:
+                try:
+                    m.driver.propose_nowait(command, done)
+                except NotLeader as exc:
+                    if exc.leader_hint is None and deadline > now:
+                        self._held.append((deadline, from_, command, done))
+                    else:
+                        m.node.reply(from_, _refusal(exc))
+                except RaftError as exc:
+                    m.node.reply(from_, _refusal(exc))
 
     async def _read(self, from_: From, key: str | None) -> None:
         m = self.member
@@ -368,6 +383,9 @@ class KVClient:
         client_id: this client's unique id (default: random).
         retry_pause: seconds to wait before retrying when no leader is known.
         call_timeout: seconds one call to a member may take.
+        leader_wait: seconds a member may hold a put during an election (the put's
+            ``wait``, at most ``MAX_LEADER_WAIT``); 0 (the default): refused at once,
+            and retried after ``retry_pause``.
     """
 
     def __init__(
@@ -378,6 +396,7 @@ class KVClient:
         client_id: str | None = None,
         retry_pause: float = 0.005,
         call_timeout: float = 6.0,
+        leader_wait: float = 0.0,
     ) -> None:
         """Create a client; nothing is sent until the first request."""
         self.node = node
@@ -385,6 +404,7 @@ class KVClient:
         self.client_id = client_id or os.urandom(8).hex()
         self.retry_pause = retry_pause
         self.call_timeout = call_timeout
+        self.leader_wait = leader_wait
         self.leader: str | None = None
         self.attempts = 0
         """Calls made, including retries."""
@@ -417,7 +437,9 @@ class KVClient:
             PutFailed: not acknowledged in time (the put may still commit).
         """
         seq = next(self._seq)
-        request = ("put", key, value, self.client_id, seq)
+        request: tuple[object, ...] = ("put", key, value, self.client_id, seq)
+        if self.leader_wait > 0:
+            request = (*request, self.leader_wait)
         result = await self._until_ok(request, deadline)
         assert isinstance(result, dict)
         return result

@@ -147,3 +147,27 @@ def test_a_put_with_a_bad_wait_is_an_error(run: Any) -> None:
 
     run(lambda: _with_service(driver, body))
     assert [a[0] for a in answers] == ["error"] * 4
+
+
+def test_waiting_puts_with_different_waits_are_each_answered_in_turn(run: Any) -> None:
+    driver = StubDriver()
+    answers: dict[str, object] = {}
+
+    async def body(node: Node) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def call(name: str, wait: float) -> None:
+                answer = await node.call(Name(CLIENT_SERVICE, "r1"), _put(wait), timeout=10)
+                answers[name] = answer
+
+            tg.start_soon(call, "short", 0.05)
+            tg.start_soon(call, "long1", 5)
+            tg.start_soon(call, "long2", 5)
+            await anyio.sleep(0.2)
+            assert answers == {"short": ["not_leader", None]}  # its wait ran out first
+            driver.set_leader("r1")
+
+    run(lambda: _with_service(driver, body))
+    oks = sorted([answers["long1"], answers["long2"]], key=repr)
+    assert oks == [["ok", {"index": i, "duplicate": False}] for i in (1, 2)]
+    assert len(driver.proposed) == 2
