@@ -77,6 +77,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "raftbench-secret-not-for-production"
 TIMING = Timing(heartbeat_ms=50, election_min_ms=150)
 TICK_MS = 10
+ELECTION_WAIT = 1.0
+"""Seconds a recovery put may wait at a member for the election to end (its ``wait``)."""
 
 
 class Sizes:
@@ -152,9 +154,17 @@ class RegencyClient:
         return _RegencyWorker(client)
 
     async def put_once(self, member: str, key: str, value: bytes) -> bool:
-        """One put through ``member``, following one leader hint as etcd forwards."""
+        """One put through ``member``, following one leader hint as etcd forwards.
+
+        Like an etcd member, which holds a request during an election and forwards it to
+        the leader once elected, ``member`` holds the put until it knows a leader (the
+        put's ``wait``, :data:`ELECTION_WAIT`): it then proposes it if it became leader,
+        or answers with the hint. Without it the put is refused at once during the
+        election and the client only learns of the new leader at its next attempt.
+        """
         self._ids += 1
-        request = ("put", key, value, f"once-{os.getpid()}-{time.time_ns()}-{self._ids}", 1)
+        client_id = f"once-{os.getpid()}-{time.time_ns()}-{self._ids}"
+        request = ("put", key, value, client_id, 1, ELECTION_WAIT)
         target = member
         for _ in range(2):
             try:

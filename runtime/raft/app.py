@@ -40,6 +40,12 @@ first element says what happened:
   refused for a moment (a leadership transfer, leadership lost before commit):
   retry with the same ``seq``; ``["unavailable", why]`` when the member is
   stopping; ``["error", text]`` for a command the state machine rejected.
+* ``("put", key, value, client_id, seq, wait)`` -> the same, except during an election
+  (no leader known here): the member holds the request until it knows a leader, at
+  most ``wait`` seconds (a number in ``[0, 10]``), then proposes it if it became the
+  leader itself, else answers ``["not_leader", hint]`` with the new leader (None after
+  ``wait``). A client that opts in learns the new leader the moment this member does,
+  instead of polling through the election; a request is never held otherwise.
 * ``("get", key)`` -> ``["ok", value]`` (None when absent), read linearizably (a read
   index confirmed by the leader's quorum, then the local store; works on followers);
   ``["not_leader", None]`` during an election, ``["retry", why]`` when the leader
@@ -50,7 +56,8 @@ first element says what happened:
   ``applied``, ``last_index``, ``leader_ready``, ``applies``, ``duplicates``,
   ``fsyncs``.
 
-No call waits for an election: a request that cannot be served now is answered at once.
+No call waits for an election unless it asks to (the ``wait`` of a put): a request that
+cannot be served now is answered at once.
 :class:`KVClient` is a client for a node of another process that follows the hints and
 retries with the same ``seq``.
 """
@@ -87,6 +94,7 @@ from .driver import (
     DEFAULT_HEARTBEAT_TICKS,
     DriverStopped,
     LeadershipLost,
+    ProposalCallback,
     ProposalTimeout,
     RaftDriver,
     ReadTimeout,
@@ -115,6 +123,9 @@ READ_TIMEOUT: Final = 2.0
 
 RECONNECT_INTERVAL: Final = 0.1
 """Seconds between two checks that this member is connected to every other member."""
+
+MAX_LEADER_WAIT: Final = 10.0
+"""The longest ``wait`` a put may ask for (seconds)."""
 
 log = structlog.get_logger("regency.raft.app")
 
@@ -257,6 +268,8 @@ class ClientService(GenServer):
     async def init(self, member: Member) -> None:
         """Keep the member to serve."""
         self.member = member
+        # Puts held until the election ends: (deadline, caller, command, callback).
+        self._held: list[tuple[float, From, bytes, ProposalCallback]] = []
 
     async def handle_call(self, request: Any, from_: From) -> Any:
         """Answer ``put``, ``get``, ``dump`` and ``status`` (see the module docstring)."""
@@ -265,20 +278,33 @@ class ClientService(GenServer):
             return m.status()
         if isinstance(request, list | tuple) and request:
             op = request[0]
-            if op == "put" and len(request) == 5:
-                _, key, value, client_id, seq = request
+            if op == "put" and len(request) in (5, 6):
+                _, key, value, client_id, seq, *rest = request
+                wait = rest[0] if rest else 0
                 if (
                     not (isinstance(key, str) and isinstance(client_id, str))
                     or type(seq) is not int
+                    or type(wait) not in (int, float)
+                    or not 0 <= wait <= MAX_LEADER_WAIT
                 ):
-                    return ["error", "put expects (put, str key, value, str client_id, int seq)"]
+                    return [
+                        "error",
+                        "put expects (put, str key, value, str client_id, int seq[, wait s])",
+                    ]
                 node = m.node
+                command = encode_put(key, value, client_id, seq)
 
                 def done(result: object, error: BaseException | None) -> None:
                     node.reply(from_, _put_answer(result, error))
 
                 try:
-                    m.driver.propose_nowait(encode_put(key, value, client_id, seq), done)
+                    m.driver.propose_nowait(command, done)
+                except NotLeader as exc:
+                    if exc.leader_hint is not None or not wait:
+                        return _refusal(exc)
+                    if not self._held:
+                        m.tg.start_soon(self._release_held)
+                    self._held.append((anyio.current_time() + wait, from_, command, done))
                 except RaftError as exc:
                     return _refusal(exc)
                 return NOREPLY
@@ -289,6 +315,29 @@ class ClientService(GenServer):
                 m.tg.start_soon(self._read, from_, None)
                 return NOREPLY
         return ["error", f"unknown request {request!r:.100}"]
+
+    async def _release_held(self) -> None:
+        """Retry the held puts once this member knows a leader, or answer them at their wait.
+
+        One task serves every held put, so a change of the driver's status wakes one task
+        however many puts wait (each would otherwise wake, during the candidate's fsync).
+        """
+        m = self.member
+        while self._held:
+            with anyio.move_on_at(min(h[0] for h in self._held)):
+                await m.driver.wait_for(lambda s: s.leader is not None)
+            now = anyio.current_time()
+            held, self._held = self._held, []
+            for deadline, from_, command, done in held:
+                try:
+                    m.driver.propose_nowait(command, done)
+                except NotLeader as exc:
+                    if exc.leader_hint is None and deadline > now:
+                        self._held.append((deadline, from_, command, done))
+                    else:
+                        m.node.reply(from_, _refusal(exc))
+                except RaftError as exc:
+                    m.node.reply(from_, _refusal(exc))
 
     async def _read(self, from_: From, key: str | None) -> None:
         m = self.member
@@ -334,6 +383,9 @@ class KVClient:
         client_id: this client's unique id (default: random).
         retry_pause: seconds to wait before retrying when no leader is known.
         call_timeout: seconds one call to a member may take.
+        leader_wait: seconds a member may hold a put during an election (the put's
+            ``wait``, at most ``MAX_LEADER_WAIT``); 0 (the default): refused at once,
+            and retried after ``retry_pause``.
     """
 
     def __init__(
@@ -344,6 +396,7 @@ class KVClient:
         client_id: str | None = None,
         retry_pause: float = 0.005,
         call_timeout: float = 6.0,
+        leader_wait: float = 0.0,
     ) -> None:
         """Create a client; nothing is sent until the first request."""
         self.node = node
@@ -351,6 +404,7 @@ class KVClient:
         self.client_id = client_id or os.urandom(8).hex()
         self.retry_pause = retry_pause
         self.call_timeout = call_timeout
+        self.leader_wait = leader_wait
         self.leader: str | None = None
         self.attempts = 0
         """Calls made, including retries."""
@@ -383,7 +437,9 @@ class KVClient:
             PutFailed: not acknowledged in time (the put may still commit).
         """
         seq = next(self._seq)
-        request = ("put", key, value, self.client_id, seq)
+        request: tuple[object, ...] = ("put", key, value, self.client_id, seq)
+        if self.leader_wait > 0:
+            request = (*request, self.leader_wait)
         result = await self._until_ok(request, deadline)
         assert isinstance(result, dict)
         return result

@@ -114,14 +114,17 @@ async def test_acknowledged_writes_survive_a_leader_crash_and_a_handover(tmp_pat
             probe = KVClient(node, MEMBERS)
             await leader_of(probe, MEMBERS)
 
-            # Four clients write concurrently; the leader is killed after 20 acks.
+            # Four clients write concurrently; the leader is killed after 20 acks. Two of
+            # them let a member hold their put through the election (leader_wait).
             acked: dict[str, int] = {}
             writers, per_writer = 4, 15
 
             twenty_acked = anyio.Event()
 
             async def writer(w: int) -> None:
-                client = KVClient(node, MEMBERS, client_id=f"writer{w}")
+                client = KVClient(
+                    node, MEMBERS, client_id=f"writer{w}", leader_wait=1.0 if w % 2 else 0.0
+                )
                 for i in range(per_writer):
                     key = f"w{w}-{i}"
                     await client.put(key, w * 1000 + i, deadline=BOUND)
