@@ -14,7 +14,7 @@ from typing import Any, Final
 from .errors import NotInProcess, ProcessExit
 from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
-from .node import Dest, Node, Process, _current_process, current_node, current_process
+from .node import Dest, Node, Process, _process_or_none, current_node, current_process
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
 
@@ -50,7 +50,7 @@ def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
 
 def send(dest: Dest, msg: object) -> None:
     """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
-    me = _current_process.get()
+    me = _process_or_none()
     if me is None:
         current_node().send(dest, msg)
         return
@@ -83,7 +83,7 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
     When the mailbox has room the message is enqueued at once, and the awaitable only
     charges the sender's reduction budget (yielding when it is spent).
     """
-    me = _current_process.get()
+    me = _process_or_none()
     if me is None:
         return current_node().send_wait(dest, msg)
     own = me.mailbox
@@ -112,7 +112,7 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
         ReceiveTimeout: nothing (matching) arrived in time.
         NotInProcess: called outside a process.
     """
-    me = _current_process.get()
+    me = _process_or_none()
     if me is None:
         raise NotInProcess("this must be called from inside a process")
     mb = me.mailbox
@@ -201,9 +201,7 @@ def exit(reason: ExitReason) -> None:
 def send_exit(pid: Pid, reason: ExitReason) -> None:
     """Send the exit signal *reason* to *pid* (Erlang's ``exit/2``); see :meth:`Node.exit`."""
     node = current_node()
-    from .node import _current_process
-
-    me = _current_process.get()
+    me = _process_or_none()
     node.exit(pid, reason, frm=me.pid if me is not None else None)
 
 
@@ -235,7 +233,7 @@ def cancel_timer(timer: TimerRef) -> bool:
 
 def call(dest: Dest, request: object, timeout: float | None = 5.0) -> Awaitable[Any]:
     """Call a GenServer and wait for its reply; await it. See :meth:`Node.call`."""
-    me = _current_process.get()
+    me = _process_or_none()
     return (me.node if me is not None else current_node()).call(dest, request, timeout)
 
 
