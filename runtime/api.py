@@ -56,7 +56,7 @@ def send(dest: Dest, msg: object) -> None:
         return
     own = me.mailbox
     mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
+    if mb is not None and len(mb._q) < mb.bound:  # a closed mailbox has bound 0
         mb._q.append(msg)
         w = mb._waiter
         if w is not None:
@@ -88,17 +88,20 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
         return current_node().send_wait(dest, msg)
     own = me.mailbox
     mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
-        mb._q.append(msg)
-        w = mb._waiter
-        if w is not None:
-            mb._waiter = None
-            mb._backend.unpark(w)
-        own._budget -= 1  # one reduction charged to the sender
-        if own._budget > 0:
-            return _ENQUEUED
-        own._budget = DEFAULT_BUDGET
-        return own._backend.checkpoint()
+    if mb is not None:
+        q = mb._q
+        if len(q) < mb.bound:  # a closed mailbox has bound 0
+            q.append(msg)
+            w = mb._waiter
+            if w is not None:
+                mb._waiter = None
+                mb._backend.unpark(w)
+            budget = own._budget  # one reduction charged to the sender
+            if budget > 1:
+                own._budget = budget - 1
+                return _ENQUEUED
+            own._budget = DEFAULT_BUDGET
+            return own._backend.checkpoint()
     return me.node.send_wait(dest, msg)
 
 
@@ -118,19 +121,23 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
     mb = me.mailbox
     if match is not None:
         return await mb.get_match(match, timeout)
-    if not mb._q:
+    q = mb._q
+    if not q:
         if timeout is not None:
             return await mb.get(timeout)
         park = mb._backend.park
         while not mb._q:
             await park(mb)
-    msg = mb._q.popleft()
+        q = mb._q
+    msg = q.popleft()
     if mb._senders:
         mb._wake_sender()
-    mb._budget -= 1
-    if mb._budget <= 0:
-        mb._budget = DEFAULT_BUDGET
-        await mb._backend.checkpoint()
+    budget = mb._budget
+    if budget > 1:
+        mb._budget = budget - 1
+        return msg
+    mb._budget = DEFAULT_BUDGET
+    await mb._backend.checkpoint()
     return msg
 
 
