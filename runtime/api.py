@@ -143,7 +143,9 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
 
 def spawn(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
     """Start ``fn(*args)`` as a new process; see :meth:`Node.spawn`."""
-    return current_node().spawn(fn, *args, **opts)
+    if opts:
+        return current_node().spawn(fn, *args, **opts)
+    return current_node().spawn(fn, *args)
 
 
 def spawn_link(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:

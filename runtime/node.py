@@ -497,7 +497,7 @@ class Node:
                 pid=str(proc.pid),
                 name=proc.name,
                 reason=str(reason),
-                dropped_messages=len(left),
+                dropped_messages=left,
                 **(
                     {"exc_info": reason.exc}
                     if reason.exc is not None
