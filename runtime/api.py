@@ -14,7 +14,14 @@ from typing import Any, Final
 from .errors import NotInProcess, ProcessExit
 from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
-from .node import Dest, Node, Process, _process_or_none, current_node, current_process
+from .node import (
+    Dest,
+    Node,
+    _mailbox_or_none,
+    _process_or_none,
+    current_node,
+    current_process,
+)
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
 
@@ -28,11 +35,15 @@ def self_pid() -> Pid:
 # message instead of four): a live local pid whose mailbox has room. Anything else falls
 # back to the Node and Mailbox methods, which state the full behaviour. A sender keeps
 # the mailbox it last sent to (``Mailbox._peer``): sending to the same pid object again
-# skips the lookup, and the receiver's death is seen as its mailbox being closed.
+# skips the lookup, and the receiver's death is seen as its mailbox being closed. They
+# find the caller's own mailbox in a ContextVar of its own (``_mailbox_or_none``), one
+# attribute load less per message than through its Process.
 
 
-def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
-    """The mailbox of *dest* if it is a live local process, remembered as *me*'s peer."""
+def _peer_mailbox(own: Mailbox, dest: Dest) -> Mailbox | None:
+    """The mailbox of *dest* if it is a live local process, remembered as *own*'s peer."""
+    me = _process_or_none()
+    assert me is not None
     node = me.node
     if type(dest) is not Pid or dest.node != node.name or dest.creation != node.creation:
         return None
@@ -42,7 +53,6 @@ def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
     mb = proc.mailbox
     if mb._q is _EMPTY:  # a mailbox that never held a message takes the slow path once
         return None
-    own = me.mailbox
     own._peer = mb
     own._peer_pid = dest
     return mb
@@ -50,20 +60,17 @@ def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
 
 def send(dest: Dest, msg: object) -> None:
     """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
-    me = _process_or_none()
-    if me is None:
-        current_node().send(dest, msg)
-        return
-    own = me.mailbox
-    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None and len(mb._q) < mb.bound:  # a closed mailbox has bound 0
-        mb._q.append(msg)
-        w = mb._waiter
-        if w is not None:
-            mb._waiter = None
-            mb._backend.unpark(w)
-        return
-    me.node.send(dest, msg)
+    own = _mailbox_or_none()
+    if own is not None:
+        mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
+        if mb is not None and len(mb._q) < mb.bound:  # a closed mailbox has bound 0
+            mb._q.append(msg)
+            w = mb._waiter
+            if w is not None:
+                mb._waiter = None
+                mb._backend.unpark(w)
+            return
+    current_node().send(dest, msg)
 
 
 @types.coroutine
@@ -83,26 +90,24 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
     When the mailbox has room the message is enqueued at once, and the awaitable only
     charges the sender's reduction budget (yielding when it is spent).
     """
-    me = _process_or_none()
-    if me is None:
-        return current_node().send_wait(dest, msg)
-    own = me.mailbox
-    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None:
-        q = mb._q
-        if len(q) < mb.bound:  # a closed mailbox has bound 0
-            q.append(msg)
-            w = mb._waiter
-            if w is not None:
-                mb._waiter = None
-                mb._backend.unpark(w)
-            budget = own._budget  # one reduction charged to the sender
-            if budget > 1:
-                own._budget = budget - 1
-                return _ENQUEUED
-            own._budget = DEFAULT_BUDGET
-            return own._backend.checkpoint()
-    return me.node.send_wait(dest, msg)
+    own = _mailbox_or_none()
+    if own is not None:
+        mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
+        if mb is not None:
+            q = mb._q
+            if len(q) < mb.bound:  # a closed mailbox has bound 0
+                q.append(msg)
+                w = mb._waiter
+                if w is not None:
+                    mb._waiter = None
+                    mb._backend.unpark(w)
+                budget = own._budget  # one reduction charged to the sender
+                if budget > 1:
+                    own._budget = budget - 1
+                    return _ENQUEUED
+                own._budget = DEFAULT_BUDGET
+                return own._backend.checkpoint()
+    return current_node().send_wait(dest, msg)
 
 
 async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
@@ -115,10 +120,9 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
         ReceiveTimeout: nothing (matching) arrived in time.
         NotInProcess: called outside a process.
     """
-    me = _process_or_none()
-    if me is None:
+    mb = _mailbox_or_none()
+    if mb is None:
         raise NotInProcess("this must be called from inside a process")
-    mb = me.mailbox
     if match is not None:
         return await mb.get_match(match, timeout)
     q = mb._q
