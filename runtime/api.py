@@ -14,7 +14,14 @@ from typing import Any, Final
 from .errors import NotInProcess, ProcessExit
 from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
-from .node import Dest, Node, Process, _current_process, current_node, current_process
+from .node import (
+    Dest,
+    Node,
+    _mailbox_or_none,
+    _process_or_none,
+    current_node,
+    current_process,
+)
 from .pid import Name, Pid, Ref
 from .reasons import ExitReason
 
@@ -28,11 +35,15 @@ def self_pid() -> Pid:
 # message instead of four): a live local pid whose mailbox has room. Anything else falls
 # back to the Node and Mailbox methods, which state the full behaviour. A sender keeps
 # the mailbox it last sent to (``Mailbox._peer``): sending to the same pid object again
-# skips the lookup, and the receiver's death is seen as its mailbox being closed.
+# skips the lookup, and the receiver's death is seen as its mailbox being closed. They
+# find the caller's own mailbox in a ContextVar of its own (``_mailbox_or_none``), one
+# attribute load less per message than through its Process.
 
 
-def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
-    """The mailbox of *dest* if it is a live local process, remembered as *me*'s peer."""
+def _peer_mailbox(own: Mailbox, dest: Dest) -> Mailbox | None:
+    """The mailbox of *dest* if it is a live local process, remembered as *own*'s peer."""
+    me = _process_or_none()
+    assert me is not None
     node = me.node
     if type(dest) is not Pid or dest.node != node.name or dest.creation != node.creation:
         return None
@@ -42,7 +53,6 @@ def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
     mb = proc.mailbox
     if mb._q is _EMPTY:  # a mailbox that never held a message takes the slow path once
         return None
-    own = me.mailbox
     own._peer = mb
     own._peer_pid = dest
     return mb
@@ -50,20 +60,17 @@ def _peer_mailbox(me: Process, dest: Dest) -> Mailbox | None:
 
 def send(dest: Dest, msg: object) -> None:
     """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
-    me = _current_process.get()
-    if me is None:
-        current_node().send(dest, msg)
-        return
-    own = me.mailbox
-    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
-        mb._q.append(msg)
-        w = mb._waiter
-        if w is not None:
-            mb._waiter = None
-            mb._backend.unpark(w)
-        return
-    me.node.send(dest, msg)
+    own = _mailbox_or_none()
+    if own is not None:
+        mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
+        if mb is not None and len(mb._q) < mb.bound:  # a closed mailbox has bound 0
+            mb._q.append(msg)
+            w = mb._waiter
+            if w is not None:
+                mb._waiter = None
+                mb._backend.unpark(w)
+            return
+    current_node().send(dest, msg)
 
 
 @types.coroutine
@@ -83,23 +90,24 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
     When the mailbox has room the message is enqueued at once, and the awaitable only
     charges the sender's reduction budget (yielding when it is spent).
     """
-    me = _current_process.get()
-    if me is None:
-        return current_node().send_wait(dest, msg)
-    own = me.mailbox
-    mb = own._peer if dest is own._peer_pid else _peer_mailbox(me, dest)
-    if mb is not None and not mb.closed and len(mb._q) < mb.bound:
-        mb._q.append(msg)
-        w = mb._waiter
-        if w is not None:
-            mb._waiter = None
-            mb._backend.unpark(w)
-        own._budget -= 1  # one reduction charged to the sender
-        if own._budget > 0:
-            return _ENQUEUED
-        own._budget = DEFAULT_BUDGET
-        return own._backend.checkpoint()
-    return me.node.send_wait(dest, msg)
+    own = _mailbox_or_none()
+    if own is not None:
+        mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
+        if mb is not None:
+            q = mb._q
+            if len(q) < mb.bound:  # a closed mailbox has bound 0
+                q.append(msg)
+                w = mb._waiter
+                if w is not None:
+                    mb._waiter = None
+                    mb._backend.unpark(w)
+                budget = own._budget  # one reduction charged to the sender
+                if budget > 1:
+                    own._budget = budget - 1
+                    return _ENQUEUED
+                own._budget = DEFAULT_BUDGET
+                return own._backend.checkpoint()
+    return current_node().send_wait(dest, msg)
 
 
 async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
@@ -112,31 +120,36 @@ async def receive(match: Callable[[Any], bool] | None = None, timeout: float | N
         ReceiveTimeout: nothing (matching) arrived in time.
         NotInProcess: called outside a process.
     """
-    me = _current_process.get()
-    if me is None:
+    mb = _mailbox_or_none()
+    if mb is None:
         raise NotInProcess("this must be called from inside a process")
-    mb = me.mailbox
     if match is not None:
         return await mb.get_match(match, timeout)
-    if not mb._q:
+    q = mb._q
+    if not q:
         if timeout is not None:
             return await mb.get(timeout)
         park = mb._backend.park
         while not mb._q:
             await park(mb)
-    msg = mb._q.popleft()
+        q = mb._q
+    msg = q.popleft()
     if mb._senders:
         mb._wake_sender()
-    mb._budget -= 1
-    if mb._budget <= 0:
-        mb._budget = DEFAULT_BUDGET
-        await mb._backend.checkpoint()
+    budget = mb._budget
+    if budget > 1:
+        mb._budget = budget - 1
+        return msg
+    mb._budget = DEFAULT_BUDGET
+    await mb._backend.checkpoint()
     return msg
 
 
 def spawn(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
     """Start ``fn(*args)`` as a new process; see :meth:`Node.spawn`."""
-    return current_node().spawn(fn, *args, **opts)
+    if opts:
+        return current_node().spawn(fn, *args, **opts)
+    return current_node().spawn(fn, *args)
 
 
 def spawn_link(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) -> Pid:
@@ -201,9 +214,7 @@ def exit(reason: ExitReason) -> None:
 def send_exit(pid: Pid, reason: ExitReason) -> None:
     """Send the exit signal *reason* to *pid* (Erlang's ``exit/2``); see :meth:`Node.exit`."""
     node = current_node()
-    from .node import _current_process
-
-    me = _current_process.get()
+    me = _process_or_none()
     node.exit(pid, reason, frm=me.pid if me is not None else None)
 
 
@@ -246,7 +257,7 @@ def cancel_timer(timer: TimerRef) -> bool:
 
 def call(dest: Dest, request: object, timeout: float | None = 5.0) -> Awaitable[Any]:
     """Call a GenServer and wait for its reply; await it. See :meth:`Node.call`."""
-    me = _current_process.get()
+    me = _process_or_none()
     return (me.node if me is not None else current_node()).call(dest, request, timeout)
 
 

@@ -91,7 +91,7 @@ from .handshake import (
     Role,
 )
 from .messages import Call, Cast, Down, Exit, From
-from .node import Node, _current_process
+from .node import Node, _process_or_none
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
 
@@ -485,7 +485,7 @@ class Distribution:
                         self._wake(peer, conn)
                     # One reduction: charged here while the budget lasts (as
                     # Node._budget_checkpoint charges it), there when it runs out.
-                    proc = _current_process.get()
+                    proc = _process_or_none()
                     if proc is not None:
                         mb = proc.mailbox
                         if mb._budget > 1:

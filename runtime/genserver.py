@@ -29,7 +29,7 @@ import structlog
 from .errors import CallTimeout, ProcessExit, ServerExited, StartFailed
 from .mailbox import DEFAULT_BUDGET
 from .messages import Call, Cast, From
-from .node import TERMINATE_TIMEOUT, Node, _current_process, current_process
+from .node import TERMINATE_TIMEOUT, Node, _process_or_none, current_process
 from .pid import Pid, Ref
 from .reasons import KILL, NORMAL, Crashed, ExitReason, Killed, Shutdown
 
@@ -180,7 +180,7 @@ async def start_server(
         AlreadyRegistered: *name* is taken.
     """
     instance = server() if isinstance(server, type) else server
-    caller = _current_process.get()
+    caller = _process_or_none()
     link_to = caller.pid if (link and caller is not None) else None
     ack: list[Ref] = []  # filled before the new process first runs
     pid = node.spawn(_serve, instance, args, ack, link_to=link_to, name=name)

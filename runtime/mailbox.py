@@ -160,10 +160,15 @@ class Mailbox(Parkable):
                 return True
         return False
 
-    def close(self) -> list[object]:
-        """Mark the mailbox dead, release blocked senders, and return what was left in it."""
+    def close(self) -> int:
+        """Mark the mailbox dead, release blocked senders; returns how many messages it held.
+
+        Its bound drops to 0: a sender that still holds it as its last peer (see
+        ``runtime.api``) finds no room and takes the slow path, which sees the pid dead.
+        """
         self.closed = True
-        left = list(self._q)
+        self.bound = 0
+        left = len(self._q)
         self._q = _EMPTY
         self._peer = self._peer_pid = None
         senders = self._senders

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from itertools import islice
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import anyio
 import anyio.abc
@@ -75,6 +75,13 @@ DownCallback = Callable[[ExitReason], None]
 
 _current_process: ContextVar[Process | None] = ContextVar("regency_process", default=None)
 _current_node: ContextVar[Node | None] = ContextVar("regency_node", default=None)
+_process_or_none: Final = _current_process.get
+_current_mailbox: ContextVar[Mailbox | None] = ContextVar("regency_mailbox", default=None)
+_mailbox_or_none: Final = _current_mailbox.get
+"""The calling process's mailbox, or None: what the message fast paths need of it."""
+"""The calling process, or None. Other modules call this rather than
+``_current_process.get()``: on Python 3.11 a method call on an imported name compiles to
+an attribute load that builds a bound method per call, about 30 ns on every message."""
 
 TERMINATE_TIMEOUT = 5.0
 """Seconds a process's cleanup (GenServer ``terminate``) may take when it is stopped."""
@@ -442,6 +449,7 @@ class Node:
 
     async def _run(self, proc: Process, fn: Callable[..., Awaitable[Any]], args: Any) -> None:
         _current_process.set(proc)
+        _current_mailbox.set(proc.mailbox)
         reason: ExitReason | None = proc._pending
         try:
             if reason is None:
@@ -499,7 +507,7 @@ class Node:
                 pid=str(proc.pid),
                 name=proc.name,
                 reason=str(reason),
-                dropped_messages=len(left),
+                dropped_messages=left,
                 **(
                     {"exc_info": reason.exc}
                     if reason.exc is not None
