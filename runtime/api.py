@@ -223,7 +223,7 @@ async def exit_and_wait(pid: Pid, reason: ExitReason, timeout: float | None = No
 
     See :meth:`Node.exit_and_wait`; the signal comes from the calling process.
     """
-    me = _current_process.get()
+    me = _process_or_none()
     if me is None:
         return await current_node().exit_and_wait(pid, reason, timeout=timeout)
     return await me.node.exit_and_wait(pid, reason, frm=me.pid, timeout=timeout)
