@@ -7,10 +7,10 @@ that need no calling process (``send``, ``spawn``, ``call``...) act on that node
 
 from __future__ import annotations
 
-import types
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from .backend import DONE
 from .errors import NotInProcess, ProcessExit
 from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
@@ -73,17 +73,6 @@ def send(dest: Dest, msg: object) -> None:
     current_node().send(dest, msg)
 
 
-@types.coroutine
-def _enqueued() -> Generator[Any, None, None]:
-    return
-    yield  # a generator-based coroutine that has finished
-
-
-_ENQUEUED: Final = _enqueued()
-"""An awaitable that is already done: awaiting it returns None at once, in C."""
-_ENQUEUED.close()
-
-
 def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
     """Send *msg*, waiting while the receiver's mailbox is full (backpressure); await it.
 
@@ -104,7 +93,7 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
                 budget = own._budget  # one reduction charged to the sender
                 if budget > 1:
                     own._budget = budget - 1
-                    return _ENQUEUED
+                    return DONE
                 own._budget = DEFAULT_BUDGET
                 return own._backend.checkpoint()
     return current_node().send_wait(dest, msg)

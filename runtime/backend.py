@@ -10,9 +10,10 @@ operation the mailbox needs, ``park``/``unpark``, done natively per backend:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import anyio
 import outcome
@@ -138,6 +139,18 @@ class Backend:
         if cached is None:
             cached = _BACKENDS[name] = cls(name)
         return cached
+
+
+@types.coroutine
+def _finished() -> Generator[Any, None, None]:
+    return
+    yield  # a generator-based coroutine that has finished
+
+
+DONE: Final = _finished()
+"""An awaitable that is already done: awaiting it returns None at once, in C. What a
+send returns on its fast path, when it enqueued at once and need not yield."""
+DONE.close()
 
 
 _BACKENDS: dict[str, Backend] = {}

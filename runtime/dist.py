@@ -81,7 +81,7 @@ import structlog
 from anyio.streams.tls import TLSStream
 
 from . import wire
-from .backend import Backend, Parkable
+from .backend import DONE, Backend, Parkable
 from .errors import AuthenticationFailed, PeerBusy, ProtocolError
 from .handshake import (
     HANDSHAKE_TIMEOUT,
@@ -453,8 +453,10 @@ class Distribution:
         if conn is not None and conn._waiter is not None:
             self._wake(peer, conn)
 
-    async def send_wait(self, to: Pid | Name, msg: object) -> None:
-        """Queue a message, waiting while the peer's buffer is over ``max_buffer``."""
+    def send_wait(self, to: Pid | Name, msg: object) -> Awaitable[None]:
+        """Queue a message, waiting while the peer's buffer is over ``max_buffer``; await
+        it. A plain function: a send with room needs no coroutine (it returns
+        :data:`~runtime.backend.DONE` while the sender's budget lasts)."""
         if type(to) is Pid:
             # The hot path of a sender: a connected peer with room, inlined.
             peer = self._peers.get(to.node)
@@ -490,9 +492,11 @@ class Distribution:
                         mb = proc.mailbox
                         if mb._budget > 1:
                             mb._budget -= 1
-                            return
-                    await self.node._budget_checkpoint()
-                    return
+                            return DONE
+                    return self.node._budget_checkpoint()
+        return self._send_wait_slow(to, msg)
+
+    async def _send_wait_slow(self, to: Pid | Name, msg: object) -> None:
         peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
         if peer is None or len(peer.buf) > self.max_buffer:
             await self._wait_room(to)

@@ -123,8 +123,8 @@ class Remote(Protocol):
         raises (as :meth:`send` raises).
         """
 
-    async def send_wait(self, to: Pid | Name, msg: object) -> None:
-        """Like :meth:`send`, waiting while the connection's buffer is full."""
+    def send_wait(self, to: Pid | Name, msg: object) -> Awaitable[None]:
+        """Like :meth:`send`, waiting while the connection's buffer is full; await it."""
 
     def close(self) -> None:
         """Close every connection; called when the node stops."""
@@ -813,9 +813,19 @@ class Node:
         else:
             self.dead_letters += 1
 
-    async def send_wait(self, dest: Dest, msg: object) -> None:
-        """Send *msg*, waiting for room if the receiver's mailbox is full (backpressure)."""
+    def send_wait(self, dest: Dest, msg: object) -> Awaitable[None]:
+        """Send *msg*, waiting for room if the receiver's mailbox is full (backpressure);
+        await it.
+
+        To another node it is the distribution's ``send_wait`` itself: no coroutine of
+        this node's per message.
+        """
         to = dest if type(dest) is Pid else self._resolve(dest)
+        if to.node != self.name and self.remote is not None:
+            return self.remote.send_wait(to, msg)
+        return self._send_wait_here(to, msg)
+
+    async def _send_wait_here(self, to: Pid | Name, msg: object) -> None:
         if to.node == self.name and type(to) is Pid:
             proc = self._procs.get(to.serial)
             if proc is not None and to.creation == self.creation:
@@ -838,9 +848,7 @@ class Node:
                     await mb.put_wait(msg)
             else:
                 self.dead_letters += 1
-        elif self.remote is not None:
-            await self.remote.send_wait(to, msg)
-        else:
+        else:  # a name on this node that resolved to no pid, or no distribution
             self.dead_letters += 1
 
     async def _budget_checkpoint(self) -> None:
