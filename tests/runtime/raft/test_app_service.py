@@ -74,8 +74,9 @@ def test_a_put_without_wait_is_refused_at_once_during_an_election(run: Any) -> N
     assert answers == [["not_leader", None]]
 
 
-def test_a_waiting_put_is_proposed_once_this_member_wins_the_election(run: Any) -> None:
-    driver = StubDriver()
+def _held_put(run: Any, driver: StubDriver, then: Any) -> list[object]:
+    """Send a put with a wait during an election; after 50 ms call ``then()`` (the
+    put must still be held then); return the answers."""
     answers: list[object] = []
 
     async def body(node: Node) -> None:
@@ -87,30 +88,26 @@ def test_a_waiting_put_is_proposed_once_this_member_wins_the_election(run: Any) 
             tg.start_soon(call)
             await anyio.sleep(0.05)
             assert answers == []  # held, not refused
-            assert driver.proposed == []
-            driver.set_leader("r1")
+            then()
 
     run(lambda: _with_service(driver, body))
-    assert answers == [["ok", {"index": 1, "duplicate": False}]]
+    return answers
+
+
+def test_a_waiting_put_is_proposed_once_this_member_wins_the_election(run: Any) -> None:
+    driver = StubDriver()
+
+    def win() -> None:
+        assert driver.proposed == []
+        driver.set_leader("r1")
+
+    assert _held_put(run, driver, win) == [["ok", {"index": 1, "duplicate": False}]]
     assert len(driver.proposed) == 1
 
 
 def test_a_waiting_put_gets_the_hint_once_another_member_wins(run: Any) -> None:
     driver = StubDriver()
-    answers: list[object] = []
-
-    async def body(node: Node) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def call() -> None:
-                answers.append(await node.call(Name(CLIENT_SERVICE, "r1"), _put(5), timeout=10))
-
-            tg.start_soon(call)
-            await anyio.sleep(0.05)
-            driver.set_leader("r2")
-
-    run(lambda: _with_service(driver, body))
-    assert answers == [["not_leader", "r2"]]
+    assert _held_put(run, driver, lambda: driver.set_leader("r2")) == [["not_leader", "r2"]]
     assert driver.proposed == []
 
 
