@@ -157,6 +157,9 @@ def spawn_monitor(fn: Callable[..., Awaitable[Any]], *args: Any, **opts: Any) ->
 def link(pid: Pid) -> None:
     """Link the calling process with *pid*; see :meth:`Node.link`."""
     proc = current_process()
+    links = proc.links
+    if links is not None and pid in links:
+        return  # already linked (both ends record a link together): nothing to do
     proc.node.link(proc.pid, pid)
 
 

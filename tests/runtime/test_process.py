@@ -583,6 +583,42 @@ class TestLinks:
         run(scenario)
         assert alive == [True]
 
+    def test_linking_twice_is_one_link(self, run: Any) -> None:
+        """A second link is a no-op: one Exit when the partner dies, one unlink undoes it."""
+        got: list[Any] = []
+
+        async def doomed() -> None:
+            await runtime.receive()
+            raise RuntimeError("x")
+
+        async def parent() -> None:
+            runtime.trap_exit(True)
+            first = runtime.spawn_link(doomed)
+            runtime.link(first)
+            runtime.link(first)
+            runtime.send(first, "die")
+            got.append((await runtime.receive()).pid == first)
+            try:
+                got.append(await runtime.receive(timeout=1))
+            except runtime.ReceiveTimeout:
+                got.append("one exit only")
+            second = runtime.spawn_link(doomed)
+            runtime.link(second)
+            runtime.unlink(second)
+            runtime.send(second, "die")
+            try:
+                got.append(await runtime.receive(timeout=1))
+            except runtime.ReceiveTimeout:
+                got.append("unlinked")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(parent)
+                await anyio.sleep(5)
+
+        run(scenario)
+        assert got == [True, "one exit only", "unlinked"]
+
 
 class TestMonitors:
     def test_monitor_dead_pid_gives_noproc(self, run: Any) -> None:
