@@ -426,6 +426,16 @@ class Distribution:
 
     # -- the Remote protocol, called by the node -------------------------------------
 
+    def _peer_to_write(self, node: str) -> _Peer | None:
+        """The peer of *node* to buffer a frame for: connected, or being dialled when its
+        address is known. None when it cannot be reached: the frame is a dead letter."""
+        peer = self._peers.get(node)
+        if peer is None or peer.conn is None or self._closed:
+            peer = self._reachable(node)
+            if peer is None:
+                self.node.dead_letters += 1
+        return peer
+
     def send(self, to: Pid | Name, msg: object) -> None:
         """Queue a message for a process or name on another node (see the module doc).
 
@@ -434,14 +444,9 @@ class Distribution:
             Unregistered: *msg* holds a value of a class that may not travel.
             ValueError: *msg* is too deep, too big or out of range for the wire.
         """
-        node = to.node if type(to) is Pid else str(to.node)
-        peer = self._peers.get(node)
-        if peer is None or peer.conn is None or self._closed:
-            # Not connected: dial if the address is known, and buffer meanwhile.
-            peer = self._reachable(node)
-            if peer is None:
-                self.node.dead_letters += 1
-                return
+        peer = self._peer_to_write(to.node if type(to) is Pid else str(to.node))
+        if peer is None:
+            return
         if type(to) is Pid and peer.creation is not None and to.creation != peer.creation:
             self.node.dead_letters += 1  # a pid of the node's previous life
             return
@@ -576,13 +581,10 @@ class Distribution:
             ValueError: *request* is too deep, too big or out of range for the wire.
         """
         node = target.node if type(target) is Pid else str(target.node)
-        peer = self._peers.get(node)
-        if peer is None or peer.conn is None or self._closed:
-            peer = self._reachable(node)
-            if peer is None:  # the monitor fires NoConnection, the message is lost
-                self.node.dead_letters += 1
-                self._unreachable_soon(node)
-                return True
+        peer = self._peer_to_write(node)
+        if peer is None:  # the monitor fires NoConnection, the message is lost
+            self._unreachable_soon(node)
+            return True
         buf = peer.buf
         if len(buf) > self.max_buffer:
             raise PeerBusy(target if type(target) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
