@@ -554,6 +554,21 @@ class TestMonitors:
             down = await watcher.wait_for(is_down)
             assert Down(ref, Name("target", "b@test"), NoConnection("b@test")) == down
 
+    async def test_exit_and_wait_across_nodes(self) -> None:
+        """exit_and_wait ends a remote process and returns its reason; a lost node
+        answers NoConnection rather than leaving the caller waiting."""
+        async with cluster("a@test", "b@test") as (a, b):
+            target = b.node.spawn(idle)
+            assert await a.node.exit_and_wait(target, Shutdown("bye")) == Shutdown("bye")
+            assert not b.node.is_alive(target)
+
+            other = b.node.spawn(idle)
+            b.dist.close()
+            await wait_until(lambda: not a.dist.is_connected("b@test"))
+            assert await a.node.exit_and_wait(other, Shutdown("x"), timeout=30) == (
+                NoConnection("b@test")
+            )
+
     async def test_demonitor_remote(self) -> None:
         """A cancelled remote monitor delivers nothing when its target ends."""
         async with cluster("a@test", "b@test") as (a, b):

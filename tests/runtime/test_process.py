@@ -223,6 +223,7 @@ def exit_while_waiting(
     """Spawn *body* monitored, send it the exit signal *reason* once it waits, await
     ``then(pid)``, and return the reason of its ``Down``."""
     got: list[Any] = []
+    done = anyio.Event()
 
     async def watcher() -> None:
         pid, _ = runtime.spawn_monitor(body)
@@ -230,12 +231,12 @@ def exit_while_waiting(
         runtime.send_exit(pid, reason)
         await then(pid)
         got.append((await runtime.receive()).reason)
+        done.set()
 
     async def scenario() -> None:
         async with Node("n1") as node:
             node.spawn(watcher)
-            while not got:
-                await anyio.lowlevel.checkpoint()
+            await done.wait()
 
     run(scenario)
     return got[0]
@@ -586,6 +587,7 @@ class TestLinks:
     def test_linking_twice_is_one_link(self, run: Any) -> None:
         """A second link is a no-op: one Exit when the partner dies, one unlink undoes it."""
         got: list[Any] = []
+        done = anyio.Event()
 
         async def doomed() -> None:
             await runtime.receive()
@@ -610,11 +612,12 @@ class TestLinks:
                 got.append(await runtime.receive(timeout=1))
             except runtime.ReceiveTimeout:
                 got.append("unlinked")
+            done.set()
 
         async def scenario() -> None:
             async with Node("n1") as node:
                 node.spawn(parent)
-                await anyio.sleep(5)
+                await done.wait()
 
         run(scenario)
         assert got == [True, "one exit only", "unlinked"]
