@@ -848,7 +848,7 @@ class Node:
                     await mb.put_wait(msg)
             else:
                 self.dead_letters += 1
-        else:  # a name on this node that resolved to no pid, or no distribution
+        else:  # another node, and no distribution to reach it
             self.dead_letters += 1
 
     async def _budget_checkpoint(self) -> None:
