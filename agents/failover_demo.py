@@ -11,8 +11,8 @@ What it does, on loopback, with no API key:
    for a seeded 400-1000 ms per job and answer deterministically;
 3. SIGKILLs the leader once 30 % of the jobs are done and, after the killed member was
    restarted from its data directory and caught up, the new leader once 65 % are done
-   (``--kills``); after the first failover it submits the first five jobs again with
-   their keys, as a client that lost its answers would;
+   (``--kills``); after the first failover, once the first five jobs are done, it
+   submits them again with their keys, as a client that lost its answers would;
 4. prints the timeline as it happens, from the processes' own JSON logs: who leads in
    which term (``orchestrator_started``), the kills, the failover time (the SIGKILL to
    the first ``Assign`` the successor's orchestrator commits, which it dispatches at
@@ -835,6 +835,14 @@ async def _chaos(
                 watch.first_assign[new_term],
             )
         if i == 0:
+            # Resubmitted once their first tasks are done: the case a retrying client
+            # must not get wrong (finished work run again), and, for the broken
+            # variant, a deterministic count of it rather than a race with the workers.
+            firsts = [jobs[key][0] for key in keys[:RESUBMITTED]]
+            if not await _wait_until(
+                watch, lambda f=firsts: all(t in watch.done for t in f), config.deadline
+            ):
+                return kills, resubmitted, "the jobs to resubmit were not done in time"
             resubmitted = 0
             for key in keys[:RESUBMITTED]:
                 with contextlib.suppress(GroupUnavailable):
