@@ -30,6 +30,9 @@ from .api import (
     monitor as monitor,
 )
 from .api import (
+    monitor_nodes as monitor_nodes,
+)
+from .api import (
     node as node,
 )
 from .api import (
@@ -137,6 +140,8 @@ from .mailbox import DEFAULT_BOUND as DEFAULT_BOUND
 from .messages import Down as Down
 from .messages import Exit as Exit
 from .messages import From as From
+from .messages import NodeDown as NodeDown
+from .messages import NodeUp as NodeUp
 from .messages import TimerRef as TimerRef
 from .node import Node as Node
 from .node import current_node as current_node
@@ -196,6 +201,8 @@ __all__ = [
     "NoProcError",
     "Node",
     "NodeClosed",
+    "NodeDown",
+    "NodeUp",
     "Normal",
     "NotInProcess",
     "PeerBusy",
@@ -223,6 +230,7 @@ __all__ = [
     "load_secret",
     "message",
     "monitor",
+    "monitor_nodes",
     "node",
     "receive",
     "register",

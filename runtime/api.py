@@ -175,6 +175,16 @@ def monitor(target: Pid | Name | str) -> Ref:
     return proc.node.monitor(proc.pid, target)
 
 
+def monitor_nodes(flag: bool = True) -> None:
+    """Subscribe the calling process to connection events (``flag=False``: unsubscribe).
+
+    It then receives ``NodeUp(node)`` when a connection to another node comes up and
+    ``NodeDown(node)`` when one is lost (Erlang's ``net_kernel:monitor_nodes/1``).
+    """
+    proc = current_process()
+    proc.node.monitor_nodes(proc.pid, flag)
+
+
 def demonitor(ref: Ref, *, flush: bool = False) -> bool:
     """Cancel a monitor. With *flush*, also remove its ``Down`` message if it arrived.
 
@@ -281,6 +291,7 @@ __all__ = [
     "exit",
     "link",
     "monitor",
+    "monitor_nodes",
     "node",
     "receive",
     "register",

@@ -963,6 +963,7 @@ class Distribution:
         self._tg.start_soon(self._serve, peer, conn, stream, result.trailing_data)
         self._log.info("node_connected", peer=peer.name, creation=result.creation)
         self._notify(peer)
+        self.node.node_up(peer.name)
 
     async def _serve(
         self, peer: _Peer, conn: _Conn, stream: anyio.abc.ByteStream, first: bytes

@@ -31,6 +31,30 @@ class Exit:
     reason: ExitReason
 
 
+@attrs.frozen(slots=True)
+class NodeUp:
+    """A connection to ``node`` came up: sent to the processes that called ``monitor_nodes``.
+
+    Erlang's ``{nodeup, Node}``. A node that reconnects after a ``NodeDown`` is a new
+    connection, and its subscribers see a new ``NodeUp``.
+    """
+
+    node: str
+
+
+@attrs.frozen(slots=True)
+class NodeDown:
+    """The connection to ``node`` is lost: sent to the processes that called ``monitor_nodes``.
+
+    Erlang's ``{nodedown, Node}``. It arrives after the links and monitors across that
+    connection fired with ``NoConnection(node)``. The node may be dead or only
+    unreachable: a peer killed on this host is seen at once (the operating system
+    closes its sockets), a silent one after the distribution's heartbeat timeout.
+    """
+
+    node: str
+
+
 @attrs.define(slots=True)  # not frozen: two of these are built per call (frozen costs 2.5x)
 class Call:
     """A GenServer call: the caller waits for a reply addressed to ``ref``.
@@ -84,7 +108,7 @@ def _register() -> None:
     """Allow the runtime's own messages on the wire, under stable names."""
     from .wire import DEFAULT_REGISTRY
 
-    for cls in (Call, Cast, Down, Exit, From, UnsendableReply):
+    for cls in (Call, Cast, Down, Exit, From, NodeDown, NodeUp, UnsendableReply):
         DEFAULT_REGISTRY.register(cls, f"regency.{cls.__name__}")
 
 

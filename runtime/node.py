@@ -53,7 +53,7 @@ from .errors import (
 )
 from .logs import Logger
 from .mailbox import _EMPTY, DEFAULT_BOUND, DEFAULT_BUDGET, Mailbox
-from .messages import Call, Cast, Down, Exit, From, TimerRef, UnsendableReply
+from .messages import Call, Cast, Down, Exit, From, NodeDown, NodeUp, TimerRef, UnsendableReply
 from .pid import Name, Pid, Ref
 from .reasons import (
     KILLED,
@@ -333,6 +333,8 @@ class Node:
         self._served: dict[Ref, Process] = {}
         self._pending: dict[int, _ReplySlot] = {}
         self._timers: dict[int, CancelScope] = {}
+        self._node_watchers: dict[Pid, Process] = {}  # monitor_nodes subscribers
+        self._up: set[str] = set()  # nodes connected to (NodeUp given, NodeDown not yet)
         self._serial = 0
         self._budget = DEFAULT_BUDGET  # reductions of callers outside any process
         self._ref_serial = 0
@@ -479,6 +481,8 @@ class Node:
         if proc.name is not None and self._names.get(proc.name) == proc.pid:
             del self._names[proc.name]
         left = proc.mailbox.close()
+        if self._node_watchers:
+            self._node_watchers.pop(proc.pid, None)
         if proc.monitors:
             for ref, target in list(proc.monitors.items()):
                 self._demonitor(ref, target, proc)
@@ -1251,12 +1255,42 @@ class Node:
             return
         self._fire_down(rec, reason)
 
+    def monitor_nodes(self, pid: Pid, flag: bool = True) -> None:
+        """Subscribe (or with ``flag=False`` unsubscribe) *pid* to connection events.
+
+        A subscriber receives ``NodeUp(node)`` each time a connection to another node
+        is established, and ``NodeDown(node)`` each time one is lost, as Erlang's
+        ``net_kernel:monitor_nodes(true)`` delivers ``{nodeup, Node}`` and
+        ``{nodedown, Node}``. Subscribing twice is one subscription; it ends with the
+        process.
+
+        Raises:
+            NoProcError: *pid* is not a live process of this node.
+        """
+        proc = self._lookup(pid) if pid.node == self.name else None
+        if flag:
+            if proc is None:
+                raise NoProcError(f"{pid} is not a live process on {self.name}")
+            self._node_watchers[pid] = proc
+        else:
+            self._node_watchers.pop(pid, None)
+
+    def node_up(self, node: str) -> None:
+        """A connection to *node* is established: tell the ``monitor_nodes`` subscribers."""
+        self._up.add(node)
+        if self._node_watchers:
+            msg = NodeUp(node)
+            for proc in list(self._node_watchers.values()):
+                proc.mailbox.force(msg)
+
     def node_down(self, node: str) -> None:
         """The connection to *node* is lost: fire its links and monitors with ``NoConnection``.
 
         Monitors on that node's processes deliver ``Down(..., NoConnection(node))``;
         local processes linked to its processes get the exit signal ``NoConnection(node)``;
-        its processes' monitors on local processes are forgotten.
+        its processes' monitors on local processes are forgotten. Then, if *node* was
+        connected (``node_up``), each ``monitor_nodes`` subscriber receives
+        ``NodeDown(node)``; a connection attempt that failed tells them nothing.
         """
         reason = NoConnection(node)
         for rec in [r for r in self._remote_monitors.values() if _node_of(r) == node]:
@@ -1272,6 +1306,11 @@ class Node:
                 for p in gone:
                     proc.links.discard(p)
                     self._signal(proc, p, reason, link=True)
+        if node in self._up:
+            self._up.discard(node)
+            msg = NodeDown(node)
+            for wproc in list(self._node_watchers.values()):
+                wproc.mailbox.force(msg)
         self._log.warning("node_down", peer=node)
 
 

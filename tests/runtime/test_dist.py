@@ -663,6 +663,79 @@ class TestNodeLoss:
             assert a.node.dead_letters + new.node.dead_letters == 2
             assert fresh.messages == ["fresh"]
 
+    async def test_monitor_nodes_sees_up_then_down_after_the_monitors_fired(self) -> None:
+        """``monitor_nodes``: NodeUp when a connection comes up, NodeDown when it is lost,
+        after the monitors across it fired; a failed attempt says nothing; subscribing
+        twice is one subscription, and ``flag=False`` ends it."""
+        events: list[object] = []
+        quiet: list[object] = []
+
+        async def subscriber(target: Pid) -> None:
+            runtime.monitor_nodes()
+            runtime.monitor_nodes()  # twice is one subscription
+            events.append(await runtime.receive())  # NodeUp
+            runtime.monitor(target)
+            events.append("monitoring")
+            while True:
+                events.append(await runtime.receive())
+
+        async def unsubscribed() -> None:
+            runtime.monitor_nodes()
+            runtime.monitor_nodes(False)
+            while True:
+                quiet.append(await runtime.receive())
+
+        async with AsyncExitStack() as stack:
+            a = await start_member(stack, "a@test")
+            a.node.spawn(unsubscribed)
+            ghost = Pid("ghost@test", 1, 1)
+            a.node.send(ghost, "lost")  # an attempt that fails is no NodeDown
+            async with AsyncExitStack() as b_stack:
+                b = await start_member(b_stack, "b@test")
+                remote = Inbox(b.node).pid
+                await b.node.start_server(Echo, name="echo")
+                a.node.spawn(subscriber, remote)
+                await a.dist.connect(*b.address, name="b@test")
+                await wait_until(lambda: "monitoring" in events)
+                await round_trip(a, b)  # the monitor reached b before this did
+            await wait_until(lambda: len(events) == 4)
+
+            assert events[0] == runtime.NodeUp("b@test")
+            assert type(events[2]) is Down
+            assert events[2].reason == Shutdown("node_stopped")
+            assert events[3] == runtime.NodeDown("b@test")
+            assert quiet == []
+            with pytest.raises(runtime.NoProcError):
+                a.node.monitor_nodes(Pid("a@test", 10_000, a.node.creation))
+            with pytest.raises(runtime.NoProcError):
+                a.node.monitor_nodes(remote)
+
+    async def test_monitor_nodes_ends_with_the_process(self) -> None:
+        """A subscriber that ended is no longer told; a lost connection is one NodeDown."""
+        async with cluster("a@test", "b@test", connect=False) as (a, b):
+            got: list[object] = []
+            events: list[object] = []
+
+            async def once() -> None:
+                runtime.monitor_nodes()
+                got.append(await runtime.receive())
+
+            async def keep() -> None:
+                runtime.monitor_nodes()
+                while True:
+                    events.append(await runtime.receive())
+
+            a.node.spawn(once)
+            a.node.spawn(keep)
+            await a.dist.connect(*b.address, name="b@test")
+            await wait_until(lambda: len(got) == 1 and len(events) == 1)
+            b.dist.close()
+            await wait_until(lambda: len(events) == 2)
+
+            assert got == [runtime.NodeUp("b@test")]
+            assert events == [runtime.NodeUp("b@test"), runtime.NodeDown("b@test")]
+            assert len(a.node._node_watchers) == 1
+
 
 class TestBackpressure:
     async def test_full_remote_mailbox_slows_the_sender_and_loses_nothing(self) -> None:
