@@ -47,11 +47,11 @@ from typing import Final, TypeVar, final
 import anyio
 import structlog
 
-from runtime.api import receive
+from runtime.api import monitor_nodes, receive
 from runtime.node import Node, current_process
-from runtime.raft.core import Entry, Message, ProposalDropped, Role
+from runtime.raft.core import Entry, ProposalDropped, Role
 from runtime.raft.core import NotLeader as RaftNotLeader
-from runtime.raft.dist_transport import SERVICE, DistTransport
+from runtime.raft.dist_transport import SERVICE, DistTransport, route
 from runtime.raft.driver import (
     DEFAULT_ELECTION_TICKS,
     DEFAULT_HEARTBEAT_TICKS,
@@ -255,11 +255,11 @@ class RaftCoordinator:
             async with anyio.create_task_group() as tg:
                 await tg.start(driver.run)
                 self._on_status(driver.status())
-                me = self.node
+                monitor_nodes()
                 while True:
                     msg = await receive()
-                    if type(msg) is Message and msg.to == me:
-                        driver.deliver(msg)
+                    if route(driver, msg):
+                        pass
                     elif msg == "stop":
                         break
                     else:

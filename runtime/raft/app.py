@@ -555,6 +555,7 @@ async def run_member(args: argparse.Namespace, secret: bytes) -> None:
                 voters,
                 election_ticks=args.election_ticks,
                 heartbeat_ticks=args.heartbeat_ticks,
+                campaign_on_leader_loss=args.campaign_on_leader_loss,
             )
             driver = RaftDriver(
                 config,
@@ -603,6 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=DEFAULT_ELECTION_TICKS,
         help="minimum election timeout in ticks; the timeout is drawn from [N, 2N)",
+    )
+    parser.add_argument(
+        "--campaign-on-leader-loss",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="campaign a few ticks after the leader's connection closes (default: on)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -26,8 +26,9 @@ import msgpack
 import structlog
 
 from .. import wire
-from ..api import receive
+from ..api import monitor_nodes, receive
 from ..errors import MailboxFull, NoProcError
+from ..messages import NodeDown, NodeUp
 from ..node import Node
 from ..pid import Name, Pid
 from .core import Entry, EntryKind, Message, MsgType, Snapshot
@@ -155,25 +156,45 @@ class DistTransport:
         """Start the receiving process for *driver* on this node; returns its pid.
 
         Messages that are not Raft messages addressed to this member are dropped and
-        logged (an authenticated peer with a bug, not a reason to crash).
+        logged (an authenticated peer with a bug, not a reason to crash). The process
+        subscribes to connection events (``monitor_nodes``) and tells the driver of each
+        lost connection (:meth:`RaftDriver.peer_down`): member ids are node names.
         """
         return self.node.spawn(_receive_loop, driver, name=self.service)
 
 
+def route(driver: RaftDriver, data: object) -> bool:
+    """Hand one message of a member's receiving process to *driver*; False if foreign.
+
+    A Raft message (either form) addressed to this member is delivered; a ``NodeDown``
+    (the process called ``monitor_nodes``) tells the driver that the connection to that
+    member was lost (:meth:`RaftDriver.peer_down`): every message that came over it was
+    already delivered (same mailbox, in order), so the core learns of the loss after
+    them. ``NodeUp`` needs nothing. Anything else is not for the driver.
+    """
+    msg: object = data
+    if type(data) is bytes:
+        try:
+            msg = decode(data)
+        except ValueError:
+            return False
+    if type(msg) is Message:
+        if msg.to != driver.id:
+            return False
+        driver.deliver(msg)
+    elif type(msg) is NodeDown:
+        driver.peer_down(msg.node)
+    elif type(msg) is not NodeUp:
+        return False
+    return True
+
+
 async def _receive_loop(driver: RaftDriver) -> None:
-    me = driver.id
+    monitor_nodes()
     while True:
         data = await receive()
-        msg: object = data
-        if type(data) is bytes:
-            try:
-                msg = decode(data)
-            except ValueError:
-                pass
-        if type(msg) is Message and msg.to == me:
-            driver.deliver(msg)
-        else:
-            log.warning("raft_message_dropped", node=me, message=repr(data)[:200])
+        if not route(driver, data):
+            log.warning("raft_message_dropped", node=driver.id, message=repr(data)[:200])
 
 
-__all__ = ["SERVICE", "DistTransport", "decode", "encode"]
+__all__ = ["SERVICE", "DistTransport", "decode", "encode", "route"]

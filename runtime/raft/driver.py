@@ -98,6 +98,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Final, Protocol, TypeVar, final
 
 import anyio
@@ -345,6 +346,7 @@ def raft_config(
     pre_vote: bool = True,
     check_quorum: bool = True,
     defer_commit_broadcast: bool = True,
+    campaign_on_leader_loss: bool = True,
 ) -> Config:
     """Return a core :class:`~runtime.raft.core.Config` with the driver's default timings.
 
@@ -352,8 +354,10 @@ def raft_config(
     in [150, 300) ms, pre-vote and check-quorum on, and ``defer_commit_broadcast`` on: a
     follower learns a new commit index with the leader's next APPEND or at the leader's
     next tick (at most one tick later), which spares an APPEND and its acknowledgement
-    per follower per commit when proposals come one at a time. ``rng`` defaults to one
-    seeded from the OS (production); the simulator passes one derived from its seed.
+    per follower per commit when proposals come one at a time. ``campaign_on_leader_loss``
+    on: a follower told by :meth:`RaftDriver.peer_down` that its leader's connection
+    closed campaigns within a few ticks. ``rng`` defaults to one seeded from the OS
+    (production); the simulator passes one derived from its seed.
     """
     return Config(
         id=id,
@@ -363,6 +367,7 @@ def raft_config(
         pre_vote=pre_vote,
         check_quorum=check_quorum,
         defer_commit_broadcast=defer_commit_broadcast,
+        campaign_on_leader_loss=campaign_on_leader_loss,
         rng=rng if rng is not None else random.Random(),
     )
 
@@ -782,6 +787,17 @@ class RaftDriver:
     def campaign(self) -> None:
         """Start an election now (after a pre-vote round); ignored on a leader."""
         self._ops.append((self._core.campaign, None))
+        self._wake.set()
+
+    def peer_down(self, peer: str) -> None:
+        """Tell the core that the connection to member *peer* was lost.
+
+        A follower that lost its leader this way campaigns within a few ticks instead of
+        at its election timeout (:meth:`RaftNode.peer_down
+        <runtime.raft.core.RaftNode.peer_down>`). The shell calls it when the transport
+        sees the connection close (``DistTransport`` does, from ``NodeDown``).
+        """
+        self._ops.append((partial(self._core.peer_down, peer), None))
         self._wake.set()
 
     def pause_for(self, seconds: float) -> None:

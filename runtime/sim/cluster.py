@@ -168,6 +168,9 @@ def run_seed(cfg: SimConfig) -> RunResult:
 
 # --------------------------------------------------------------------------- internals
 
+#: Simulated seconds after which a transport heartbeat gives up on a cut link.
+WATCHDOG = 0.4
+
 #: Also seed trio's scheduler shuffle (what Hypothesis does for trio); see below.
 _SEED_TRIO_SCHEDULER = True
 
@@ -325,7 +328,7 @@ class _Sim:
         node.driver, node.sm, node.transport = driver, sm, transport
         node.scope = trio.CancelScope()
         self.record("start", node.id, node.incarnation)
-        self.net.attach(node.id, driver.deliver)
+        self.net.attach(node.id, driver.deliver, driver.peer_down)
         self.nursery.start_soon(self._run_node, node, driver, node.scope)
 
     async def _run_node(self, node: _Node, driver: RaftDriver, scope: trio.CancelScope) -> None:
@@ -348,6 +351,9 @@ class _Sim:
         self.record("crash", node.id)
         self.crashes += 1
         self.net.detach(node.id)
+        for other in self.ids:  # its operating system closes its connections
+            if other != node.id:
+                self.net.connection_lost(node.id, other)
         if node.transport is not None:
             node.transport.alive = False
         if node.scope is not None:
@@ -469,11 +475,24 @@ class _Sim:
                 if action == "cut":
                     self.cuts[link] += 1
                     self.net.cut(*link)
+                    assert self.nursery is not None
+                    self.nursery.start_soon(self._watchdog, str(link[0]), str(link[1]))
                 else:
                     self.cuts[link] -= 1
                     if self.cuts[link] <= 0:
                         del self.cuts[link]
                         self.net.heal([link])
+
+    async def _watchdog(self, a: str, b: str) -> None:
+        """A transport heartbeat gives up on a link cut for WATCHDOG seconds: both ends
+        see the connection lost, whether the leader behind it is alive or not."""
+        await trio.sleep(WATCHDOG)
+        if self.cuts.get((a, b), 0) > 0:
+            for me, peer in ((b, a), (a, b)):
+                driver = self.nodes[me].driver
+                if driver is not None:
+                    self.record("connection_lost", me, peer)
+                    driver.peer_down(peer)
 
     async def workload(self) -> None:
         assert self.nursery is not None

@@ -12,6 +12,11 @@ own delay, so later ones may overtake earlier ones). A partition is a set of cut
 links; a message is dropped if its link is cut when it is sent *or* when it would be
 delivered (a cut TCP connection loses what was in flight). A message to a node that is
 down (no receiver registered) is dropped.
+
+Connections are modelled only by their loss: :meth:`SimNetwork.connection_lost` tells
+a node that its connection to another closed (the other crashed and its operating system
+closed the socket, or a transport heartbeat gave up on it), after every message already
+in flight on that link, as TCP delivers a close after the data before it.
 """
 
 from __future__ import annotations
@@ -68,8 +73,10 @@ class SimNetwork:
         self._rngs = {n: random.Random(rng.getrandbits(64)) for n in self.nodes}
         self._seq = dict.fromkeys(self.nodes, 0)
         self._last_at: dict[tuple[str, str], float] = {}
-        self._heap: list[tuple[float, str, int, str, Message]] = []
+        # (time, sender, seq, receiver, message); message None: the connection closed
+        self._heap: list[tuple[float, str, int, str, Message | None]] = []
         self._receivers: dict[str, Callable[[Message], None]] = {}
+        self._on_lost: dict[str, Callable[[str], None]] = {}
         self._cut: set[tuple[str, str]] = set()
         self.params = LinkParams()
         self._wake = trio.Event()
@@ -82,13 +89,30 @@ class SimNetwork:
         """Return the transport for ``node``'s driver."""
         return NetTransport(self, node)
 
-    def attach(self, node: str, receiver: Callable[[Message], None]) -> None:
-        """Deliver ``node``'s messages to ``receiver`` (its driver's ``deliver``)."""
+    def attach(
+        self,
+        node: str,
+        receiver: Callable[[Message], None],
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        """Deliver ``node``'s messages to ``receiver`` (its driver's ``deliver``), and
+        its lost connections to ``on_lost`` (its driver's ``peer_down``)."""
         self._receivers[node] = receiver
+        if on_lost is not None:
+            self._on_lost[node] = on_lost
 
     def detach(self, node: str) -> None:
         """Stop delivering to ``node`` (it crashed); its messages are dropped."""
         self._receivers.pop(node, None)
+        self._on_lost.pop(node, None)
+
+    def connection_lost(self, frm: str, to: str) -> None:
+        """Tell ``to`` that its connection to ``frm`` closed, after what ``frm`` sent it.
+
+        Delivered like a message from ``frm`` (same delay draw, FIFO behind the link's
+        messages unless reordering is on); lost if ``to`` is down by then.
+        """
+        self._schedule(frm, to, None)
 
     # -- partitions
 
@@ -131,23 +155,26 @@ class SimNetwork:
             self.dropped += 1
             return
         p = self.params
-        rng = self._rngs[frm]
-        if p.drop and rng.random() < p.drop:
+        if p.drop and self._rngs[frm].random() < p.drop:
             self.dropped += 1
             return
-        copies = 2 if p.duplicate and rng.random() < p.duplicate else 1
+        copies = 2 if p.duplicate and self._rngs[frm].random() < p.duplicate else 1
         self.duplicated += copies - 1
-        now = trio.current_time()
         for _ in range(copies):
-            at = now + p.delay + p.jitter * rng.random()
-            if not p.reorder:
-                link = (frm, to)
-                at = max(at, self._last_at.get(link, 0.0))
-                self._last_at[link] = at
-            seq = self._seq[frm] = self._seq[frm] + 1
-            if not self._heap or at < self._heap[0][0]:
-                self._wake.set()
-            heapq.heappush(self._heap, (at, frm, seq, to, msg))
+            self._schedule(frm, to, msg)
+
+    def _schedule(self, frm: str, to: str, msg: Message | None) -> None:
+        p = self.params
+        rng = self._rngs[frm]
+        at = trio.current_time() + p.delay + p.jitter * rng.random()
+        if not p.reorder:
+            link = (frm, to)
+            at = max(at, self._last_at.get(link, 0.0))
+            self._last_at[link] = at
+        seq = self._seq[frm] = self._seq[frm] + 1
+        if not self._heap or at < self._heap[0][0]:
+            self._wake.set()
+        heapq.heappush(self._heap, (at, frm, seq, to, msg))
 
     async def run(self) -> None:
         """Deliver messages on time, forever (run it in the cluster's nursery)."""
@@ -156,6 +183,11 @@ class SimNetwork:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 _, frm, _, to, msg = heapq.heappop(heap)
+                if msg is None:
+                    on_lost = self._on_lost.get(to)
+                    if on_lost is not None and (frm, to) not in self._cut:
+                        on_lost(frm)
+                    continue
                 receiver = self._receivers.get(to)
                 if receiver is None or (frm, to) in self._cut:
                     self.dropped += 1

@@ -15,8 +15,8 @@ rng always draws 0), so ``tick-election`` reliably fires exactly one timeout.
 Commands:
 
 - ``add-nodes N voters=(1,2,3) election=10 heartbeat=1 prevote=true checkquorum=true
-  max-inflight=256 max-entries=256``: add N nodes with the next ids.
-- ``campaign ID``, ``propose ID DATA``, ``read-index ID CTX``,
+  max-inflight=256 max-entries=256 leaderloss=true``: add N nodes with the next ids.
+- ``campaign ID``, ``propose ID DATA``, ``read-index ID CTX``, ``peer-down ID PEER``,
   ``transfer-leadership from=ID to=ID``: call the node's API.
 - ``tick ID N``, ``tick-heartbeat ID``, ``tick-election ID``: tick a node.
 - ``process-ready ID...``: handle each node's Ready (send the early messages, persist,
@@ -429,6 +429,7 @@ class Interpreter:
                 heartbeat_ticks=int(kw.get("heartbeat", "1")),
                 pre_vote=_bool(kw.get("prevote", "true")),
                 check_quorum=_bool(kw.get("checkquorum", "true")),
+                campaign_on_leader_loss=_bool(kw.get("leaderloss", "true")),
                 max_inflight=int(kw.get("max-inflight", "256")),
                 max_entries_per_msg=int(kw.get("max-entries", "256")),
                 rng=FixedRandom(),
@@ -472,6 +473,10 @@ class Interpreter:
     def cmd_campaign(self, pos: list[str], kw: dict[str, str]) -> None:
         """Start an election on a node."""
         self.c.nodes[pos[0]].node.campaign()
+
+    def cmd_peer_down(self, pos: list[str], kw: dict[str, str]) -> None:
+        """Tell a node its connection to a peer was lost: ``peer-down ID PEER``."""
+        self.c.nodes[pos[0]].node.peer_down(pos[1])
 
     def cmd_propose(self, pos: list[str], kw: dict[str, str]) -> None:
         """Propose data on a node; print the index or the error."""

@@ -115,7 +115,7 @@ class Cluster:
                 await d.run()
 
         self.nursery.start_soon(run)
-        self.net.attach(nid, d.deliver)
+        self.net.attach(nid, d.deliver, d.peer_down)
         await trio.lowlevel.checkpoint()
         return d
 
@@ -256,6 +256,36 @@ async def test_leader_crash_before_its_fsync_loses_nothing_acknowledged(
         await trio.sleep(0.5)
         assert restarted.status().applied >= index
         assert c.machines[leader.id].items == [b"x"]
+
+
+@pytest.mark.parametrize("closes", [True, False], ids=["connection-closed", "silent"])
+async def test_crashed_leader_seen_by_its_closed_connection_is_replaced_within_ticks(
+    autojump_clock: trio.testing.MockClock, closes: bool
+) -> None:
+    """When the survivors see the dead leader's connections close (``peer_down``), a
+    new leader is ready within a few 10 ms ticks, well inside the minimum election
+    timeout (150 ms); a leader that dies silently (its host, or a cut network) is
+    replaced only after the election timeout. Virtual time, so exact."""
+    async with cluster(3) as c:
+        await c.start_all()
+        old = await c.leader()
+        await trio.sleep(1.0)  # settled: every follower heard a heartbeat recently
+        died = trio.current_time()
+        c.crash(old.id)
+        del c.drivers[old.id]
+        if closes:
+            for nid in c.ids:
+                if nid != old.id:
+                    c.net.connection_lost(old.id, nid)
+        new = await c.leader()
+        took = trio.current_time() - died
+
+        assert new.id != old.id
+        assert new.status().term == old.status().term + 1  # one round, no split vote
+        if closes:
+            assert took < 0.06
+        else:
+            assert took >= 0.15 - 0.05  # the timeout counts from the last heartbeat
 
 
 async def test_follower_propose_fails_fast_with_leader_hint(

@@ -10,13 +10,16 @@ from __future__ import annotations
 import random
 
 import pytest
+import trio
+import trio.testing
 
-from runtime.raft.core import Entry, EntryKind
+from runtime.raft.core import Entry, EntryKind, Message, MsgType
 from runtime.sim.cli import main as chaos_main
 from runtime.sim.cli import parse_faults
 from runtime.sim.cluster import FAULT_MIXES, SimConfig, repro_commands, run_seed
 from runtime.sim.disk import SimDisk
 from runtime.sim.invariants import Checker, SimViolation
+from runtime.sim.network import LinkParams, SimNetwork
 
 DURATION = 8.0
 
@@ -145,6 +148,32 @@ def test_disk_crash_keeps_synced_writes_and_a_prefix_of_the_rest() -> None:
 
     assert again.last_index() in (2, 3, 4)
     assert [again.term(1), again.term(2)] == [1, 1]
+
+
+def test_connection_lost_arrives_after_what_was_in_flight() -> None:
+    """A lost connection is told after every message already sent on that link (TCP
+    delivers the close after the data), not across a cut link, and not to a node that
+    is down."""
+    events: list[object] = []
+
+    async def main() -> None:
+        net = SimNetwork(["a", "b", "c"], random.Random(5))
+        net.params = LinkParams(delay=0.01, jitter=0.02)
+        net.attach("b", events.append, lambda peer: events.append(("lost", peer)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(net.run)
+            for i in range(5):
+                net.send("a", "b", Message(MsgType.HEARTBEAT, "a", "b", i))
+            net.connection_lost("a", "b")
+            net.cut("c", "b")
+            net.connection_lost("c", "b")
+            net.connection_lost("a", "c")  # nobody attached as c
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    assert [getattr(e, "term", e) for e in events] == [0, 1, 2, 3, 4, ("lost", "a")]
 
 
 def test_parse_faults_accepts_kinds_and_mixes() -> None:
