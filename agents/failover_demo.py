@@ -632,8 +632,9 @@ def header_lines(config: FailoverDemoConfig) -> list[str]:
     return [
         f"regency demo: a 3-node orchestrator group and {config.workers} workers as OS"
         f" processes on loopback (seed {config.seed})",
-        "  members o1 o2 o3: Raft (10 ms ticks, 50 ms heartbeats, elections after"
-        " 150-300 ms), durable logs, the orchestrator only on the leader",
+        "  members o1 o2 o3: Raft (10 ms ticks, 50 ms heartbeats, elections a few ticks"
+        " after the leader's connections close, else after 150-300 ms), durable logs,"
+        " the orchestrator only on the leader",
         f"  workers w1..w{config.workers}: 2 tasks at a time, {lo:.0f}-{hi:.0f} ms of"
         " seeded 'thinking' per job (no model, no API key)",
         f"  {config.tasks} jobs, each with an idempotency key; the leader is SIGKILLed at"
