@@ -761,7 +761,10 @@ class Distribution:
         peer.backoff = min(REDIAL_MAX, max(REDIAL_MIN, peer.backoff * 2))
         assert self.node._backend is not None
         peer.retry_at = self.node._backend.current_time() + peer.backoff
-        self._log.warning(
+        # The first failure is news; the same failure again, while the peer stays
+        # unreachable and something keeps dialling it, is logged at debug.
+        log = self._log.debug if peer.failed else self._log.warning
+        log(
             "connect_failed",
             peer=peer.name,
             error=str(e) or type(e).__name__,
@@ -769,7 +772,7 @@ class Distribution:
         )
         if not peer.connected and not peer.busy:
             peer.failed = True
-            self._lost(peer, f"connect failed: {e}")
+            self._lost(peer, f"connect failed: {e}", attempt=True)
 
     async def _dial(self, host: str, port: int, name: str | None) -> str:
         """Dial, authenticate and adopt a connection; returns the peer's name."""
@@ -1011,15 +1014,19 @@ class Distribution:
         finally:
             tg.cancel_scope.cancel()
 
-    def _lost(self, peer: _Peer, reason: str) -> None:
-        """The connection (or the attempt) is gone: drop the buffer, fire links and monitors."""
+    def _lost(self, peer: _Peer, reason: str, *, attempt: bool = False) -> None:
+        """The connection (or with *attempt*, a dial) is gone: drop the buffer, fire links
+        and monitors."""
         if peer.buf:
             self.dropped_messages += 1
             peer.buf = bytearray()
         self._wake_rooms(peer)
         if self._drained is not None:
             self._check_drained()
-        self._log.warning("connection_closed", peer=peer.name, reason=reason)
+        # A dial that failed closed no connection: connect_failed said it already.
+        (self._log.debug if attempt else self._log.warning)(
+            "connection_closed", peer=peer.name, reason=reason
+        )
         self._notify(peer)
         self.node.node_down(peer.name)
 

@@ -1311,7 +1311,9 @@ class Node:
             msg = NodeDown(node)
             for wproc in list(self._node_watchers.values()):
                 wproc.mailbox.force(msg)
-        self._log.warning("node_down", peer=node)
+            self._log.warning("node_down", peer=node)
+        else:  # a dial that failed, or a node never reached: nothing went down
+            self._log.debug("node_down", peer=node)
 
 
 def _slot_outcome(slot: _ReplySlot, timeout: float | None) -> Any:

@@ -39,5 +39,14 @@ async def test_failed_dial_backs_off_then_retries() -> None:
             await anyio.sleep(REDIAL_MIN * 2)  # the backoff has passed
             node.send(target, "again")
             assert peer.dialing
+            with anyio.fail_after(10):
+                while peer.dialing:  # noqa: ASYNC110 - no event for the dial's end
+                    await anyio.sleep(0.01)
         failed = [e for e in logs if e["event"] == "connect_failed"]
         assert failed[0]["retry_in"] == REDIAL_MIN
+        # the first failure is a warning; the same one again is only debug, and a dial
+        # that failed closed no connection and took no node down
+        assert [e["log_level"] for e in failed] == ["warning", "debug"]
+        quiet = [e for e in logs if e["event"] in ("connection_closed", "node_down")]
+        assert quiet
+        assert {e["log_level"] for e in quiet} == {"debug"}
