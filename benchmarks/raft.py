@@ -38,7 +38,8 @@ alternating round by round:
 
 A crashed regency leader is usually replaced within a few ticks, not at the election
 timeout: its operating system closes its connections, the survivors' distribution
-layers see them close, and a follower that lost its leader this way campaigns at once
+layers see them close, a redial is refused, and a follower that lost its leader this
+way campaigns at once
 (``campaign_on_leader_loss``, on by default; see ``RaftNode.peer_down``). etcd and
 pysyncobj wait out their timeouts. To measure regency on the timer alone, as after a
 host or network failure where no connection closes, set ``REGENCY_BENCH_LEADER_LOSS=0``

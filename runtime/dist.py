@@ -408,6 +408,28 @@ class Distribution:
             self._dial_failed(peer, e)
             raise
 
+    async def redial(self, name: str, timeout: float) -> bool:
+        """Whether node *name* is connected, or can be again within *timeout* seconds.
+
+        Connected already: True at once. Otherwise one attempt at its known address
+        (or the attempt under way), bounded by *timeout*: True if it connected, False if
+        it failed or ran out of time, or if no address is known. Tells a lost node from a
+        lost connection: a process that died on a reachable host refuses at once, while
+        one whose connection was only reset answers.
+        """
+        peer = self._peers.get(name)
+        if peer is not None and peer.connected:
+            return True
+        if peer is None or peer.address is None or self._closed:
+            return False
+        with anyio.move_on_after(timeout):
+            try:
+                await self.connect(*peer.address, name=name)
+            except Exception:  # connect_failed is logged by the layer
+                return False
+            return True
+        return False
+
     async def wait_connected(self, name: str, timeout: float = 10.0) -> None:
         """Wait until node *name* is connected, dialling it (again) if its address is known.
 

@@ -943,9 +943,9 @@ class RaftNode:
         self._hup(transfer=False)
 
     def peer_down(self, peer: str) -> None:
-        """The shell lost its connection to ``peer``: the peer's process died and its
-        operating system closed the socket, or the transport's own heartbeat declared it
-        unreachable.
+        """The shell lost ``peer``: its connection closed and could not be made again (the
+        peer's process died and its operating system refused the redial), or the
+        transport's own heartbeat declared it unreachable.
 
         A follower whose leader is ``peer`` stops counting itself in that leader's lease
         and, with ``campaign_on_leader_loss`` and ``pre_vote`` on, campaigns after

@@ -26,10 +26,11 @@ import msgpack
 import structlog
 
 from .. import wire
-from ..api import monitor_nodes, receive
+from ..api import monitor_nodes, receive, spawn
+from ..dist import Distribution
 from ..errors import MailboxFull, NoProcError
 from ..messages import NodeDown, NodeUp
-from ..node import Node
+from ..node import Node, current_node
 from ..pid import Name, Pid
 from .core import Entry, EntryKind, Message, MsgType, Snapshot
 from .driver import RaftDriver
@@ -47,6 +48,12 @@ for _cls, _name in [
     wire.DEFAULT_REGISTRY.register(_cls, _name)
 
 log = structlog.get_logger("regency.raft")
+
+REDIAL_TIMEOUT: Final = 0.05
+"""Seconds a member whose connection closed gets to answer a new dial before its loss is
+reported to the driver. A process that died on a reachable host refuses at once; a host
+that is gone does not answer, and the wait is this bound (its followers' election
+timeouts would otherwise fire later still)."""
 
 _MSG_TYPES: Final = {int(t): t for t in MsgType}
 _ENTRY_KINDS: Final = {int(k): k for k in EntryKind}
@@ -166,9 +173,12 @@ class DistTransport:
 def route(driver: RaftDriver, data: object) -> bool:
     """Hand one message of a member's receiving process to *driver*; False if foreign.
 
-    A Raft message (either form) addressed to this member is delivered; a ``NodeDown``
-    (the process called ``monitor_nodes``) tells the driver that the connection to that
-    member was lost (:meth:`RaftDriver.peer_down`): every message that came over it was
+    A Raft message (either form) addressed to this member is delivered. A ``NodeDown``
+    (the process called ``monitor_nodes``) starts a check of that member: the node dials
+    it once more, for at most :data:`REDIAL_TIMEOUT`, and only if that fails is the
+    driver told that the member is lost (:meth:`RaftDriver.peer_down`), so a follower
+    whose leader died campaigns at once, while a connection that was only reset (the
+    leader alive) changes nothing. Every message that came over the lost connection was
     already delivered (same mailbox, in order), so the core learns of the loss after
     them. ``NodeUp`` needs nothing. Anything else is not for the driver.
     """
@@ -183,10 +193,18 @@ def route(driver: RaftDriver, data: object) -> bool:
             return False
         driver.deliver(msg)
     elif type(msg) is NodeDown:
-        driver.peer_down(msg.node)
+        spawn(_confirm_lost, driver, msg.node)
     elif type(msg) is not NodeUp:
         return False
     return True
+
+
+async def _confirm_lost(driver: RaftDriver, member: str) -> None:
+    dist = current_node().remote
+    if isinstance(dist, Distribution) and await dist.redial(member, REDIAL_TIMEOUT):
+        log.info("member_reconnected", node=driver.id, peer=member)
+        return
+    driver.peer_down(member)
 
 
 async def _receive_loop(driver: RaftDriver) -> None:

@@ -790,12 +790,12 @@ class RaftDriver:
         self._wake.set()
 
     def peer_down(self, peer: str) -> None:
-        """Tell the core that the connection to member *peer* was lost.
+        """Tell the core that member *peer* is lost (its connection closed for good).
 
         A follower that lost its leader this way campaigns within a few ticks instead of
         at its election timeout (:meth:`RaftNode.peer_down
-        <runtime.raft.core.RaftNode.peer_down>`). The shell calls it when the transport
-        sees the connection close (``DistTransport`` does, from ``NodeDown``).
+        <runtime.raft.core.RaftNode.peer_down>`). The shell calls it when the connection
+        closed and a redial failed (``DistTransport`` does, from ``NodeDown``).
         """
         self._ops.append((partial(self._core.peer_down, peer), None))
         self._wake.set()

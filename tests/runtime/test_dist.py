@@ -710,6 +710,23 @@ class TestNodeLoss:
             with pytest.raises(runtime.NoProcError):
                 a.node.monitor_nodes(remote)
 
+    async def test_redial_tells_a_lost_node_from_a_lost_connection(self) -> None:
+        """``redial``: True at once when connected, True after a reset connection to a live
+        node, False for a node that is gone (refused) or has no known address."""
+        async with cluster("a@test", "b@test") as (a, b):
+            assert await a.dist.redial("b@test", BOUND)
+            conn = a.dist._peers["b@test"].conn
+            assert conn is not None
+            conn.scope.cancel()  # reset: the connection closes, both nodes live on
+            await wait_until(lambda: not a.dist.is_connected("b@test"))
+            assert await a.dist.redial("b@test", BOUND)
+            assert a.dist.is_connected("b@test")
+            assert not await a.dist.redial("nobody@test", BOUND)
+            address = b.address
+            b.dist.close()
+            await _wait_port_closed(address)
+            assert not await a.dist.redial("b@test", BOUND)
+
     async def test_monitor_nodes_ends_with_the_process(self) -> None:
         """A subscriber that ended is no longer told; a lost connection is one NodeDown."""
         async with cluster("a@test", "b@test", connect=False) as (a, b):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import anyio
 import msgpack
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from runtime import Distribution, Node
+from runtime.raft import dist_transport
 from runtime.raft.core import Entry, EntryKind, Message, MsgType, Snapshot
 from runtime.raft.dist_transport import DistTransport, decode, encode
 from runtime.raft.driver import RaftDriver, raft_config
@@ -123,3 +127,60 @@ def test_decode_refuses_what_is_not_a_raft_message(data: bytes) -> None:
     """Garbage from a peer is a ValueError (the receiver logs and drops it), never a crash."""
     with pytest.raises(ValueError):
         decode(data)
+
+
+async def test_reset_connection_keeps_the_leader_and_a_lost_leader_is_replaced(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower whose connection to a live leader was reset redials it and keeps it
+    (no election); when the leader's node is gone, the redial is refused and the
+    followers elect a new leader without waiting for their election timeouts."""
+    monkeypatch.setattr(dist_transport, "REDIAL_TIMEOUT", 10.0)  # no flake under load
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    names = ["r1", "r2", "r3"]
+    async with contextlib.AsyncExitStack() as stack:
+        members = [await _member(stack, n, names) for n in names]
+        for _node, dist in members:
+            for other_node, other_dist in members:
+                if other_node is not _node:
+                    assert other_dist.address is not None
+                    dist.add_peer(other_node.name, *other_dist.address)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        drivers: list[RaftDriver] = []
+        for node, _dist in members:
+            storage = DurableStorage.open(tmp_path / node.name, voters=names)
+            driver = RaftDriver(raft_config(node.name, names), storage, DistTransport(node), Log())
+            DistTransport(node).serve(driver)
+            await tg.start(driver.run)
+            drivers.append(driver)
+        with anyio.fail_after(10):
+            leader = await drivers[0].wait_for_leader()
+            await drivers[names.index(leader)].read_index()
+        term = drivers[0].status().term
+        follower = next(n for n in names if n != leader)
+        f_dist = members[names.index(follower)][1]
+
+        with capture_logs() as logs:
+            conn = f_dist._peers[leader].conn
+            assert conn is not None
+            conn.scope.cancel()  # reset: both ends see the connection close
+            with anyio.fail_after(10):
+                while not any(e["event"] == "member_reconnected" for e in logs):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+        assert not any(e["event"] == "leader_lost" for e in logs)
+        assert drivers[names.index(follower)].status().leader == leader
+
+        with capture_logs() as logs:
+            members[names.index(leader)][1].close()  # the leader's node is unreachable
+            others = [d for d in drivers if d.id != leader]
+            with anyio.fail_after(10):
+                new = await others[0].wait_for(
+                    lambda st: st.leader not in (None, leader) and st.term > term
+                )
+        lost = {e["node"] for e in logs if e["event"] == "leader_lost"}
+        assert lost  # at least the first to campaign learnt it this way
+        assert lost <= {d.id for d in others}
+        assert new.leader in {d.id for d in others}
+        for d in drivers:
+            await d.stop()
+        tg.cancel_scope.cancel()
