@@ -134,7 +134,8 @@ async def test_reset_connection_keeps_the_leader_and_a_lost_leader_is_replaced(
 ) -> None:
     """A follower whose connection to a live leader was reset redials it and keeps it
     (no election); when the leader's node is gone, the redial is refused and the
-    followers elect a new leader without waiting for their election timeouts."""
+    followers elect a new leader without waiting for their election timeouts (30 s
+    here, so nothing else can elect one within the test's bounds)."""
     monkeypatch.setattr(dist_transport, "REDIAL_TIMEOUT", 10.0)  # no flake under load
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     names = ["r1", "r2", "r3"]
@@ -149,10 +150,12 @@ async def test_reset_connection_keeps_the_leader_and_a_lost_leader_is_replaced(
         drivers: list[RaftDriver] = []
         for node, _dist in members:
             storage = DurableStorage.open(tmp_path / node.name, voters=names)
-            driver = RaftDriver(raft_config(node.name, names), storage, DistTransport(node), Log())
+            config = raft_config(node.name, names, election_ticks=3000)
+            driver = RaftDriver(config, storage, DistTransport(node), Log())
             DistTransport(node).serve(driver)
             await tg.start(driver.run)
             drivers.append(driver)
+        drivers[0].campaign()
         with anyio.fail_after(10):
             leader = await drivers[0].wait_for_leader()
             await drivers[names.index(leader)].read_index()
@@ -178,9 +181,9 @@ async def test_reset_connection_keeps_the_leader_and_a_lost_leader_is_replaced(
                     lambda st: st.leader not in (None, leader) and st.term > term
                 )
         lost = {e["node"] for e in logs if e["event"] == "leader_lost"}
-        assert lost  # at least the first to campaign learnt it this way
+        assert lost  # the first to campaign learnt it this way (timeouts are 30 s)
         assert lost <= {d.id for d in others}
         assert new.leader in {d.id for d in others}
         for d in drivers:
-            await d.stop()
+            await d.stop(timeout=0.5)  # the cut-off old leader cannot hand over
         tg.cancel_scope.cancel()
