@@ -28,7 +28,7 @@ import structlog
 from .. import wire
 from ..api import monitor_nodes, receive, spawn
 from ..dist import Distribution
-from ..errors import MailboxFull, NoProcError
+from ..errors import MailboxFull, NodeClosed, NoProcError
 from ..messages import NodeDown, NodeUp
 from ..node import Node, current_node
 from ..pid import Name, Pid
@@ -193,7 +193,10 @@ def route(driver: RaftDriver, data: object) -> bool:
             return False
         driver.deliver(msg)
     elif type(msg) is NodeDown:
-        spawn(_confirm_lost, driver, msg.node)
+        try:
+            spawn(_confirm_lost, driver, msg.node)
+        except NodeClosed:  # this node is stopping: nobody to tell
+            pass
     elif type(msg) is not NodeUp:
         return False
     return True
