@@ -304,6 +304,64 @@ class TestMessages:
                 assert [(i, s) for s in range(len(steps))] == [m for m in got if m[0] == i]
             await wait_until(lambda: len(done) == len(plan))
 
+    @settings(
+        max_examples=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from(["pid", "other", "name"]),
+                st.sampled_from(["wait", "send", "link"]),
+                st.sampled_from(["int", "float", "none", "str", "tuple", "big"]),
+            ),
+            max_size=60,
+        ),
+        repeat=st.integers(1, 300),
+    )
+    async def test_runs_of_sends_keep_order_whatever_breaks_them(
+        self, steps: list[tuple[str, str, str]], repeat: int
+    ) -> None:
+        """Sends to a remote pid travel in SEND_RUN frames, which other frames (a send to
+        another pid or a name, a link, a message too big for the run) and the writer
+        end: every message still arrives once, in order, for each receiver."""
+        async with cluster("a@test", "b@test") as (a, b):
+            first, other = Inbox(b.node), Inbox(b.node, name="named")
+            sent: dict[Pid, list[Any]] = {first.pid: [], other.pid: []}
+            done = anyio.Event()
+
+            async def sender() -> None:
+                helper = a.node.spawn(lambda: anyio.sleep_forever())
+                for i, (to, how, kind) in enumerate(steps):
+                    pid = first.pid if to == "pid" else other.pid
+                    dest: Any = Name("named", "b@test") if to == "name" else pid
+                    for j in range(repeat if kind in ("int", "float") else 1):
+                        msg: Any = {
+                            "int": i * 1000 + j,
+                            "float": i + j / 1000,
+                            "none": None,
+                            "str": f"m{i}",
+                            "tuple": (i, [j]),
+                            "big": b"x" * 70_000 + bytes([i]),
+                        }[kind]
+                        if how == "send":
+                            runtime.send(dest, msg)
+                        else:
+                            await runtime.send_wait(dest, msg)
+                        sent[pid].append(msg)
+                    if how == "link":
+                        runtime.link(first.pid)
+                        runtime.unlink(first.pid)
+                        a.node.link(helper, other.pid)
+                done.set()
+
+            a.node.spawn(sender)
+            await done.wait()
+            for inbox in (first, other):
+                expected = sent[inbox.pid]
+                assert expected == await inbox.wait_count(len(expected))
+
 
 class TestCalls:
     async def test_call_and_cast_across_nodes(self) -> None:
