@@ -494,6 +494,9 @@ class Distribution:
                     raise ValueError(f"integer {msg} does not fit in 64 bits") from None
                 peer.run_n += 1
                 return
+        if self._closed and self.node.remote is not self:
+            self.node.send(to, msg)  # a sender that kept this layer after it closed
+            return
         peer = self._peer_to_write(to.node if type(to) is Pid else str(to.node))
         if peer is None:
             return
@@ -590,6 +593,9 @@ class Distribution:
         peer.buf += enc.encode_send(to, msg)
 
     async def _send_wait_slow(self, to: Pid | Name, msg: object) -> None:
+        if self._closed and self.node.remote is not self:
+            await self.node.send_wait(to, msg)  # a sender that kept this layer after it closed
+            return
         peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
         if peer is None or len(peer.buf) > self.max_buffer:
             await self._wait_room(to)

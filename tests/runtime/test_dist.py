@@ -362,6 +362,31 @@ class TestMessages:
                 expected = sent[inbox.pid]
                 assert expected == await inbox.wait_count(len(expected))
 
+    async def test_a_sender_that_kept_the_closed_layer_sends_as_the_node_does(self) -> None:
+        """A process that sent to a remote pid keeps that path; once the distribution
+        closes, its sends there are dead letters, as any node's without distribution."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+            step = anyio.Event()
+            done = anyio.Event()
+
+            async def sender() -> None:
+                await runtime.send_wait(inbox.pid, 1)
+                runtime.send(inbox.pid, 2)
+                await step.wait()
+                await runtime.send_wait(inbox.pid, 3)
+                runtime.send(inbox.pid, 4)
+                done.set()
+
+            a.node.spawn(sender)
+            assert await inbox.wait_count(2) == [1, 2]
+            a.dist.close()
+            step.set()
+            await done.wait()
+
+            assert a.node.dead_letters == 2
+            assert inbox.messages == [1, 2]
+
 
 class TestCalls:
     async def test_call_and_cast_across_nodes(self) -> None:
