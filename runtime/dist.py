@@ -94,7 +94,7 @@ from .handshake import (
     Role,
 )
 from .messages import Call, Cast, Down, Exit, From
-from .node import Node, _process_or_none
+from .node import Node, _mailbox_or_none
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
 
@@ -527,12 +527,10 @@ class Distribution:
                 peer.run_n += 1
                 # One reduction: charged here while the budget lasts (as
                 # Node._budget_checkpoint charges it), there when it runs out.
-                proc = _process_or_none()
-                if proc is not None:
-                    mb = proc.mailbox
-                    if mb._budget > 1:
-                        mb._budget -= 1
-                        return DONE
+                mb = _mailbox_or_none()
+                if mb is not None and mb._budget > 1:
+                    mb._budget -= 1
+                    return DONE
                 return self.node._budget_checkpoint()
         if type(to) is Pid:
             # A connected peer with room.
@@ -548,12 +546,10 @@ class Distribution:
                     self._put(peer, to, msg)
                     if conn._waiter is not None:
                         self._wake(peer, conn)
-                    proc = _process_or_none()
-                    if proc is not None:
-                        mb = proc.mailbox
-                        if mb._budget > 1:
-                            mb._budget -= 1
-                            return DONE
+                    mb = _mailbox_or_none()
+                    if mb is not None and mb._budget > 1:
+                        mb._budget -= 1
+                        return DONE
                     return self.node._budget_checkpoint()
         return self._send_wait_slow(to, msg)
 
