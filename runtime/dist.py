@@ -217,8 +217,10 @@ class _Peer:
 
     @property
     def buf(self) -> bytearray:
-        """The frames not yet written, the open SEND_RUN (if any) finished first: what
-        everything but the run's own fast path appends to, reads and takes."""
+        """The frames not yet written, the open SEND_RUN (if any) finished first.
+        Everything but the run's own fast path reads, appends to or takes the buffer
+        through this, or calls :meth:`end_run` before it touches ``_buf`` (the paths of
+        a call and its reply, the writer)."""
         if self.run_to is not None:
             self.end_run()
         return self._buf
@@ -675,7 +677,9 @@ class Distribution:
         if peer is None:  # the monitor fires NoConnection, the message is lost
             self._unreachable_soon(node)
             return True
-        buf = peer.buf
+        if peer.run_to is not None:  # as peer.buf does, one call less on a call's path
+            peer.end_run()
+        buf = peer._buf
         if len(buf) > self.max_buffer:
             raise PeerBusy(target if type(target) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
         buf += peer.encoder.encode_call(target, caller, ref, request)
@@ -699,7 +703,9 @@ class Distribution:
             peer = self._reachable(ref.node)
             if peer is None:
                 return
-        peer.buf += peer.encoder.encode_reply(ref, value, to)
+        if peer.run_to is not None:  # as peer.buf does, one call less on a reply's path
+            peer.end_run()
+        peer._buf += peer.encoder.encode_reply(ref, value, to)
         conn = peer.conn
         if conn is not None and conn._waiter is not None:
             # The caller waits for exactly this: written at once if the writer is idle.
@@ -783,14 +789,16 @@ class Distribution:
             self._wake(peer, conn)
             return
         conn.direct = False
-        data = peer.buf
-        peer.buf = bytearray()
+        if peer.run_to is not None:  # as peer.buf does, with a call less
+            peer.end_run()
+        data = peer._buf
+        peer._buf = bytearray()
         try:
             sent = conn.sock.send(data)
         except OSError:  # BlockingIOError included: the writer retries, or reports it
             sent = 0
         if sent < len(data):
-            peer.buf = data[sent:] if sent else data
+            peer._buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
             conn.sent_at = self.node._now()  # the loop's clock, bound: one call
@@ -1122,12 +1130,14 @@ class Distribution:
         send = _stream_io(stream, backend)[0]
         conn.sock = _raw_socket(stream, backend)
         while True:
-            data = peer.buf
+            if peer.run_to is not None:  # as peer.buf does, with a call less
+                peer.end_run()
+            data = peer._buf
             if not data:
                 conn.direct = conn.sock is not None
                 await park(conn)
                 continue
-            peer.buf = bytearray()
+            peer._buf = bytearray()
             if peer.rooms:
                 self._wake_rooms(peer)
             # The buffer was swapped out, so nothing appends to *data* while it is sent.

@@ -398,6 +398,37 @@ class TestCalls:
                 assert pid == await a.node.call(Name("echo", "b@test"), "pid")
                 assert Ping(7) == await a.node.call(pid, ("echo", Ping(7)))
 
+    async def test_a_call_follows_the_run_of_sends_before_it(self) -> None:
+        """Messages sent to a server (a SEND_RUN still open in the buffer) reach it
+        before a call made right after them, from a process or from outside one."""
+
+        class Counter(runtime.GenServer):
+            async def init(self) -> None:
+                self.seen: list[Any] = []
+
+            async def handle_info(self, msg: Any) -> None:
+                self.seen.append(msg)
+
+            async def handle_call(self, request: Any, from_: Any) -> Any:
+                return list(self.seen)
+
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Counter)
+            result: list[Any] = []
+
+            async def caller() -> None:
+                for i in range(50):
+                    await runtime.send_wait(pid, i)
+                result.append(await runtime.call(pid, "seen"))
+
+            a.node.spawn(caller)
+            await wait_until(lambda: bool(result))
+            assert list(range(50)) == result[0]
+            for i in range(50, 60):
+                a.node.send(pid, i)
+            with anyio.fail_after(BOUND):
+                assert list(range(60)) == await a.node.call(pid, "seen")
+
     async def test_call_to_server_crashing_mid_call_fails_at_once(self) -> None:
         """A remote server that crashes before replying fails the call with its reason."""
         async with cluster("a@test", "b@test") as (a, b):
