@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .backend import DONE
+from .dist import Distribution
 from .errors import NotInProcess, ProcessExit
 from .mailbox import _EMPTY, DEFAULT_BUDGET, Mailbox
 from .messages import Down, From, TimerRef
@@ -37,7 +38,22 @@ def self_pid() -> Pid:
 # the mailbox it last sent to (``Mailbox._peer``): sending to the same pid object again
 # skips the lookup, and the receiver's death is seen as its mailbox being closed. They
 # find the caller's own mailbox in a ContextVar of its own (``_mailbox_or_none``), one
-# attribute load less per message than through its Process.
+# attribute load less per message than through its Process. Likewise a pid on another
+# node (``Mailbox._far_pid``) goes straight to the distribution layer that took the last
+# message to it.
+
+
+def _node_of(own: Mailbox | None, dest: Dest) -> Node:
+    """The current node; if *dest* is a pid on another node that its distribution layer
+    (a :class:`~runtime.dist.Distribution`) serves, remembered as *own*'s far peer."""
+    node = current_node()
+    if own is not None and type(dest) is Pid and dest.node != node.name:
+        remote = node.remote
+        if type(remote) is Distribution:
+            # Once that layer closes, its send and send_wait hand back to the node.
+            own._far = remote
+            own._far_pid = dest
+    return node
 
 
 def _peer_mailbox(own: Mailbox, dest: Dest) -> Mailbox | None:
@@ -62,6 +78,9 @@ def send(dest: Dest, msg: object) -> None:
     """Send *msg* without waiting; see :meth:`Node.send` for every outcome."""
     own = _mailbox_or_none()
     if own is not None:
+        if dest is own._far_pid:
+            own._far.send(dest, msg)
+            return
         mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
         if mb is not None and len(mb._q) < mb.bound:  # a closed mailbox has bound 0
             mb._q.append(msg)
@@ -70,7 +89,7 @@ def send(dest: Dest, msg: object) -> None:
                 mb._waiter = None
                 mb._backend.unpark(w)
             return
-    current_node().send(dest, msg)
+    _node_of(own, dest).send(dest, msg)
 
 
 def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
@@ -81,6 +100,8 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
     """
     own = _mailbox_or_none()
     if own is not None:
+        if dest is own._far_pid:
+            return own._far.send_wait(dest, msg)  # type: ignore[no-any-return]
         mb = own._peer if dest is own._peer_pid else _peer_mailbox(own, dest)
         if mb is not None:
             q = mb._q
@@ -96,7 +117,7 @@ def send_wait(dest: Dest, msg: object) -> Awaitable[None]:
                     return DONE
                 own._budget = DEFAULT_BUDGET
                 return own._backend.checkpoint()
-    return current_node().send_wait(dest, msg)
+    return _node_of(own, dest).send_wait(dest, msg)
 
 
 async def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:

@@ -51,7 +51,9 @@ Failure detection
 Backpressure
     Messages to a peer are encoded at once (so an unregistered class fails in the
     sender) into that peer's buffer, which a writer task flushes with one syscall per
-    batch (write coalescing). A call (one CALL operation: the server's monitor and
+    batch (write coalescing). Consecutive messages to one pid share one SEND_RUN
+    frame (see :class:`runtime.wire.SendRun`), which the receiver decodes in one
+    msgpack call and delivers in one step. A call (one CALL operation: the server's monitor and
     the message, see :class:`runtime.wire.CallRequest`) and a reply are written by the
     calling (or replying) process itself when the writer is idle, sparing a scheduler
     round trip. A call answered needs no DEMONITOR: the server's node drops the
@@ -77,6 +79,7 @@ from typing import Any, Final, final
 
 import anyio
 import anyio.abc
+import msgpack
 import structlog
 from anyio.streams.tls import TLSStream
 
@@ -91,7 +94,7 @@ from .handshake import (
     Role,
 )
 from .messages import Call, Cast, Down, Exit, From
-from .node import Node, _process_or_none
+from .node import Node, _mailbox_or_none
 from .pid import Name, Pid, Ref
 from .reasons import Abnormal, ExitReason
 
@@ -124,6 +127,7 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 _SIMULTANEOUS: Final = "simultaneous connect: the node with the smaller name dials"
 _ALREADY: Final = "already connected: the connection this node dialled stays"
 _READ_SIZE: Final = 256 * 1024
+_RUN_BYTES: Final = 64 * 1024  # a SEND_RUN frame takes no small message past this size
 _LENGTH: Final = struct.Struct(">I")  # the length prefix of a frame (see runtime.wire)
 _SMALL: Final = frozenset({int, float, bool, type(None)})  # scalars of at most 9 bytes
 REDIAL_MIN: Final = 0.05
@@ -170,9 +174,9 @@ class _Peer:
     """Everything about one remote node: its buffer, its connection, its address."""
 
     __slots__ = (
+        "_buf",
         "address",
         "backoff",
-        "buf",
         "changed",
         "conn",
         "creation",
@@ -182,13 +186,24 @@ class _Peer:
         "name",
         "retry_at",
         "rooms",
+        "run_at",
+        "run_n",
+        "run_stop",
+        "run_to",
         "waiting",
     )
 
     def __init__(self, name: str, registry: wire.Registry, max_frame: int) -> None:
         self.name = name
         self.address: tuple[str, int] | None = None
-        self.buf = bytearray()
+        self._buf = bytearray()
+        # The SEND_RUN frame open at the end of the buffer (see Distribution._put): its
+        # pid (None: no run is open), offset, messages, and the buffer length from which
+        # a small message no longer joins it.
+        self.run_to: Pid | None = None
+        self.run_at = 0
+        self.run_n = 0
+        self.run_stop = 0
         self.encoder = wire.FrameEncoder(registry, max_frame=max_frame)
         self.conn: _Conn | None = None
         self.creation: int | None = None
@@ -199,6 +214,28 @@ class _Peer:
         self.retry_at = 0.0  # no dial on demand before this time (after a failure)
         self.rooms: deque[_Room] = deque()
         self.changed: anyio.Event | None = None
+
+    @property
+    def buf(self) -> bytearray:
+        """The frames not yet written, the open SEND_RUN (if any) finished first.
+        Everything but the run's own fast path reads, appends to or takes the buffer
+        through this, or calls :meth:`end_run` before it touches ``_buf`` (the paths of
+        a call and its reply, the writer)."""
+        if self.run_to is not None:
+            self.end_run()
+        return self._buf
+
+    @buf.setter
+    def buf(self, value: bytearray) -> None:
+        if self.run_to is not None:
+            self.end_run()
+        self._buf = value
+
+    def end_run(self) -> None:
+        """Finish the open SEND_RUN frame, if any: nothing more joins it."""
+        if self.run_to is not None:
+            self.run_to = None
+            wire.close_run(self._buf, self.run_at, self.run_n)
 
     @property
     def connected(self) -> bool:
@@ -224,7 +261,9 @@ class Distribution:
         connect_timeout: seconds a connection attempt (TCP, TLS and handshake) may take,
             on either side.
         max_buffer: bytes of unsent data per peer before ``send`` raises ``PeerBusy``.
-        max_frame: the largest frame accepted or sent, in bytes.
+        max_frame: the largest frame accepted or sent, in bytes. Give every node of a
+            cluster the same value, and at least 64 KiB: consecutive small messages to
+            one process travel together in frames of up to 64 KiB.
         ssl_context: wrap every connection in TLS with this context: server side for
             accepted connections, and client side for dialled ones unless
             *client_ssl_context* is given (one context serving both sides must be made
@@ -264,6 +303,10 @@ class Distribution:
         self.connect_timeout = connect_timeout
         self.max_buffer = max_buffer
         self.max_frame = max_frame
+        # A run of several messages stays within 64 KiB (and max_frame): a peer whose
+        # own max_frame is smaller but at least that still takes every frame we send,
+        # as a message that could travel alone still travels alone.
+        self._run_max = min(max_frame, _RUN_BYTES)
         self._ssl = ssl_context
         self._client_ssl = client_ssl_context or ssl_context
         self._registry = registry if registry is not None else wire.DEFAULT_REGISTRY
@@ -271,6 +314,8 @@ class Distribution:
             self._registry.register(cls, name)
         self._guard = ReplayGuard()
         self._peers: dict[str, _Peer] = {}
+        self._run_peer: _Peer | None = None  # the peer of the last SEND_RUN opened
+        self._plain = msgpack.Packer(strict_types=True, use_bin_type=True).pack
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._drained: anyio.Event | None = None  # set while closing, once buffers are out
@@ -335,7 +380,9 @@ class Distribution:
         if self._closed:
             return
         self._closed = True
+        self._run_peer = None
         for peer in self._peers.values():
+            peer.end_run()
             if peer.connected:
                 self._push(peer, wire.Goodbye("node stopping"))
         if self._tg is not None and self._scope is not None:
@@ -466,16 +513,29 @@ class Distribution:
             Unregistered: *msg* holds a value of a class that may not travel.
             ValueError: *msg* is too deep, too big or out of range for the wire.
         """
+        peer = self._run_peer
+        if peer is not None and to is peer.run_to and type(msg) in _SMALL:
+            # The open SEND_RUN's fast path (see _put): a small message joins it.
+            buf = peer._buf
+            if len(buf) < peer.run_stop:
+                try:
+                    buf += self._plain(msg)
+                except OverflowError:
+                    raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+                peer.run_n += 1
+                return
+        if self._closed and self.node.remote is not self:
+            self.node.send(to, msg)  # a sender that kept this layer after it closed
+            return
         peer = self._peer_to_write(to.node if type(to) is Pid else str(to.node))
         if peer is None:
             return
         if type(to) is Pid and peer.creation is not None and to.creation != peer.creation:
             self.node.dead_letters += 1  # a pid of the node's previous life
             return
-        buf = peer.buf
-        if len(buf) > self.max_buffer:
+        if len(peer._buf) > self.max_buffer:
             raise PeerBusy(to if type(to) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
-        buf += peer.encoder.encode_send(to, msg)
+        self._put(peer, to, msg)
         conn = peer.conn
         if conn is not None and conn._waiter is not None:
             self._wake(peer, conn)
@@ -484,46 +544,84 @@ class Distribution:
         """Queue a message, waiting while the peer's buffer is over ``max_buffer``; await
         it. A plain function: a send with room needs no coroutine (it returns
         :data:`~runtime.backend.DONE` while the sender's budget lasts)."""
+        peer = self._run_peer
+        if peer is not None and to is peer.run_to and type(msg) in _SMALL:
+            # The hot path of a sender: a small message joins the open SEND_RUN (see
+            # _put), which its conditions (connected, same creation, room) still hold for.
+            buf = peer._buf
+            if len(buf) < peer.run_stop:
+                try:
+                    buf += self._plain(msg)
+                except OverflowError:
+                    raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+                peer.run_n += 1
+                # One reduction: charged here while the budget lasts (as
+                # Node._budget_checkpoint charges it), there when it runs out.
+                mb = _mailbox_or_none()
+                if mb is not None and mb._budget > 1:
+                    mb._budget -= 1
+                    return DONE
+                return self.node._budget_checkpoint()
         if type(to) is Pid:
-            # The hot path of a sender: a connected peer with room, inlined.
+            # A connected peer with room.
             peer = self._peers.get(to.node)
             if (
                 peer is not None
                 and to.creation == peer.creation
-                and len(peer.buf) <= self.max_buffer
+                and len(peer._buf) <= self.max_buffer
                 and not self._closed
             ):
                 conn = peer.conn
                 if conn is not None:
-                    enc = peer.encoder
-                    if to is enc._last_to and type(msg) in _SMALL:
-                        # send_into's fast path, inlined: a number, bool or None to the
-                        # same pid as the last SEND (at most 9 bytes: no size check).
-                        try:
-                            body = enc._plain(msg)
-                        except OverflowError:
-                            raise ValueError(f"integer {msg} does not fit in 64 bits") from None
-                        buf = peer.buf
-                        buf += _LENGTH.pack(enc._last_size + len(body))
-                        buf += enc._last_head
-                        buf += body
-                        buf += b"\xc0"
-                    else:
-                        enc.send_into(peer.buf, to, msg)
+                    self._put(peer, to, msg)
                     if conn._waiter is not None:
                         self._wake(peer, conn)
-                    # One reduction: charged here while the budget lasts (as
-                    # Node._budget_checkpoint charges it), there when it runs out.
-                    proc = _process_or_none()
-                    if proc is not None:
-                        mb = proc.mailbox
-                        if mb._budget > 1:
-                            mb._budget -= 1
-                            return DONE
+                    mb = _mailbox_or_none()
+                    if mb is not None and mb._budget > 1:
+                        mb._budget -= 1
+                        return DONE
                     return self.node._budget_checkpoint()
         return self._send_wait_slow(to, msg)
 
+    def _put(self, peer: _Peer, to: Pid | Name, msg: object) -> None:
+        """Append a SEND of *msg* to *peer*'s buffer, to which the caller found room.
+
+        To a pid of a connected peer, messages go in SEND_RUN frames: the open run at the
+        end of the buffer takes it while the frame stays within ``max_frame`` (and, for
+        the fast paths of small messages, ``run_stop``); else a new run begins. The run
+        is finished (``_Peer.end_run``) as soon as anything else reads or appends to
+        ``peer.buf``: the writer taking it, any other frame. Any other SEND is a frame.
+        """
+        enc = peer.encoder
+        if type(to) is Pid and peer.conn is not None and not self._closed:
+            body = enc.message(msg)
+            buf = peer._buf
+            if (
+                to is peer.run_to
+                and len(buf) < peer.run_stop
+                and len(buf) + len(body) - peer.run_at - 4 <= self._run_max
+            ):
+                buf += body
+                peer.run_n += 1
+                return
+            peer.end_run()
+            if enc.run_head_size(to) + len(body) <= self.max_frame:
+                at = len(buf)
+                enc.open_run(buf, to, body)
+                peer.run_to = to
+                peer.run_at = at
+                peer.run_n = 1
+                # A small message (up to 9 bytes) appended below this keeps the body
+                # within max_frame; at max_buffer a sender waits instead.
+                peer.run_stop = min(at + min(_RUN_BYTES, self.max_frame - 5), self.max_buffer + 1)
+                self._run_peer = peer
+                return
+        peer.buf += enc.encode_send(to, msg)
+
     async def _send_wait_slow(self, to: Pid | Name, msg: object) -> None:
+        if self._closed and self.node.remote is not self:
+            await self.node.send_wait(to, msg)  # a sender that kept this layer after it closed
+            return
         peer = self._peers.get(to.node if type(to) is Pid else str(to.node))
         if peer is None or len(peer.buf) > self.max_buffer:
             await self._wait_room(to)
@@ -607,7 +705,9 @@ class Distribution:
         if peer is None:  # the monitor fires NoConnection, the message is lost
             self._unreachable_soon(node)
             return True
-        buf = peer.buf
+        if peer.run_to is not None:  # as peer.buf does, one call less on a call's path
+            peer.end_run()
+        buf = peer._buf
         if len(buf) > self.max_buffer:
             raise PeerBusy(target if type(target) is Pid else Pid(peer.name, 0, 0), self.max_buffer)
         buf += peer.encoder.encode_call(target, caller, ref, request)
@@ -631,7 +731,9 @@ class Distribution:
             peer = self._reachable(ref.node)
             if peer is None:
                 return
-        peer.buf += peer.encoder.encode_reply(ref, value, to)
+        if peer.run_to is not None:  # as peer.buf does, one call less on a reply's path
+            peer.end_run()
+        peer._buf += peer.encoder.encode_reply(ref, value, to)
         conn = peer.conn
         if conn is not None and conn._waiter is not None:
             # The caller waits for exactly this: written at once if the writer is idle.
@@ -715,14 +817,16 @@ class Distribution:
             self._wake(peer, conn)
             return
         conn.direct = False
-        data = peer.buf
-        peer.buf = bytearray()
+        if peer.run_to is not None:  # as peer.buf does, with a call less
+            peer.end_run()
+        data = peer._buf
+        peer._buf = bytearray()
         try:
             sent = conn.sock.send(data)
         except OSError:  # BlockingIOError included: the writer retries, or reports it
             sent = 0
         if sent < len(data):
-            peer.buf = data[sent:] if sent else data
+            peer._buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
             conn.sent_at = self.node._now()  # the loop's clock, bound: one call
@@ -1039,6 +1143,7 @@ class Distribution:
     def _lost(self, peer: _Peer, reason: str, *, attempt: bool = False) -> None:
         """The connection (or with *attempt*, a dial) is gone: drop the buffer, fire links
         and monitors."""
+        peer.end_run()
         if peer.buf:
             self.dropped_messages += 1
             peer.buf = bytearray()
@@ -1061,12 +1166,14 @@ class Distribution:
         send = _stream_io(stream, backend)[0]
         conn.sock = _raw_socket(stream, backend)
         while True:
-            data = peer.buf
+            if peer.run_to is not None:  # as peer.buf does, with a call less
+                peer.end_run()
+            data = peer._buf
             if not data:
                 conn.direct = conn.sock is not None
                 await park(conn)
                 continue
-            peer.buf = bytearray()
+            peer._buf = bytearray()
             if peer.rooms:
                 self._wake_rooms(peer)
             # The buffer was swapped out, so nothing appends to *data* while it is sent.

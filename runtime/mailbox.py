@@ -55,6 +55,8 @@ class Mailbox(Parkable):
     __slots__ = (
         "_backend",
         "_budget",
+        "_far",
+        "_far_pid",
         "_peer",
         "_peer_pid",
         "_q",
@@ -82,6 +84,10 @@ class Mailbox(Parkable):
         # (runtime.api) skips the pid lookup when it sends to the same pid again.
         self._peer: Mailbox | None = None
         self._peer_pid: object = None
+        # The pid on another node this process last sent to, and the distribution layer
+        # (a runtime.dist.Distribution) that took it: the same fast path, remote.
+        self._far: Any = None
+        self._far_pid: object = None
 
     def __len__(self) -> int:
         return len(self._q)
@@ -171,6 +177,7 @@ class Mailbox(Parkable):
         left = len(self._q)
         self._q = _EMPTY
         self._peer = self._peer_pid = None
+        self._far = self._far_pid = None
         senders = self._senders
         while senders:
             self._wake_sender()

@@ -30,6 +30,9 @@ Operations
     12    :class:`CallRequest` a call: MONITOR the server ``to`` for the caller's node
                                under ``ref``, then deliver ``Call(ref, request,
                                caller)`` to it; the monitor ends when the reply leaves
+    13    :class:`SendRun`     deliver ``msgs``, in order, to the pid ``to``: what
+                               consecutive SENDs with no sender do; the body is
+                               ``[13, to, *msgs]``, one message at least
     16    :class:`Hello`       handshake: versions, name, creation, nonce
     17    :class:`Challenge`   handshake: chosen version, name, creation, nonce
     18    :class:`Proof`       handshake: an HMAC-SHA256 digest
@@ -151,6 +154,7 @@ __all__ = [
     "Send",
     "SendRun",
     "Unlink",
+    "close_run",
     "encode",
     "encode_many",
     "message",
@@ -514,10 +518,14 @@ class Reject(NamedTuple):
     reason: str
 
 
+@_by_class
 class SendRun(NamedTuple):
-    """Consecutive SENDs to the pid *to*, with no sender: their messages, in order.
+    """SEND_RUN (13): deliver each of *msgs* (a non-empty list), in order, to the pid
+    *to*, as that many SENDs with no sender would.
 
-    Made only by :meth:`FrameDecoder.feed_runs`; it is not an operation of the wire.
+    A sender writes one frame for many small messages to one process (see
+    :meth:`FrameEncoder.open_run`), and the receiver decodes them in one msgpack call;
+    :meth:`FrameDecoder.feed_runs` also gathers consecutive SENDs into one.
     """
 
     to: Pid
@@ -535,6 +543,7 @@ Op: TypeAlias = (
     | Down
     | CallReply
     | CallRequest
+    | SendRun
     | Heartbeat
     | Goodbye
     | Hello
@@ -556,6 +565,7 @@ OPCODES: Final[dict[type, int]] = {
     Heartbeat: 10,
     Goodbye: 11,
     CallRequest: 12,
+    SendRun: 13,
     Hello: 16,
     Challenge: 17,
     Proof: 18,
@@ -564,6 +574,7 @@ OPCODES: Final[dict[type, int]] = {
 """The opcode of each operation class."""
 
 _OP_HELLO: Final = 16
+_OP_SEND_RUN: Final = 13
 _REASON_TYPES: Final = frozenset(
     {Normal, Shutdown, Kill, Killed, Crashed, NoProc, NoConnection, Abnormal}
 )
@@ -620,6 +631,7 @@ _CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
         and (a[2] is None or type(a[2]) is Pid)
         and type(a[3]) is Ref
     ),
+    13: lambda a: len(a) >= 3 and type(a[1]) is Pid,
     16: lambda a: (
         len(a) == 5
         and type(a[1]) is list
@@ -648,6 +660,7 @@ _OP_NAMES: Final = {
     10: "HEARTBEAT",
     11: "GOODBYE",
     12: "CALL",
+    13: "SEND_RUN",
     16: "HELLO",
     17: "CHALLENGE",
     18: "PROOF",
@@ -657,7 +670,7 @@ _CLASSES: Final = {code: cls for cls, code in OPCODES.items()}
 
 
 # What a decoder accepts: opcode -> (class, check of the array ``[opcode, *fields]``).
-_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 13)}
+_SESSION_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(1, 14)}
 _HANDSHAKE_OPS: Final = {code: (_CLASSES[code], _CHECKS[code]) for code in range(16, 20)}
 
 
@@ -1184,6 +1197,37 @@ class FrameEncoder:
         else:
             buf += self.encode_send(to, msg)
 
+    def message(self, msg: object) -> bytes:
+        """The encoding of *msg* as SEND and SEND_RUN carry it (one level below the
+        operation). Raises as :meth:`encode`."""
+        if type(msg) in _SCALARS:
+            try:
+                return self._plain(msg)  # type: ignore[no-any-return]
+            except OverflowError:
+                raise ValueError(f"integer {msg} does not fit in 64 bits") from None
+        return self._shallow(msg) or self._packing.pack_field(msg)
+
+    def open_run(self, buf: bytearray, to: Pid, body: bytes) -> None:
+        """Append to *buf* a SEND_RUN frame to *to* holding one message, whose encoding
+        (by :meth:`message`) is *body*. Append more messages' encodings to add them to
+        it, then finish it with :func:`close_run` before anything else is appended to
+        *buf* or *buf* is sent: until then its length and count are placeholders. The
+        caller keeps the frame's body within ``max_frame`` bytes (its head is
+        :func:`run_head_size` bytes).
+
+        Raises:
+            TypeError: *to* is not a Pid.
+        """
+        if type(to) is not Pid:
+            raise TypeError(f"malformed SEND_RUN: {SendRun(to, [])!r}")
+        buf += _RUN_HOLE
+        buf += self._pid_ext(to)
+        buf += body
+
+    def run_head_size(self, to: Pid) -> int:
+        """The bytes of a SEND_RUN body to *to* before its first message."""
+        return len(_RUN_HOLE) - 4 + len(self._pid_ext(to))
+
     def _shallow(self, x: object) -> bytes | None:
         """The encoding of a field value that is a scalar, a pid, a ref, or a registered
         attrs instance whose fields are all those (as a ``Call``), made without the
@@ -1373,6 +1417,18 @@ class FrameEncoder:
         return b"".join(parts)
 
 
+# A SEND_RUN frame as FrameEncoder.open_run makes it: the 4-byte length, an array32 head
+# (so the count can be written in place), the opcode; then the pid and the messages.
+_RUN_HOLE: Final = b"\x00\x00\x00\x00\xdd\x00\x00\x00\x00\x0d"
+_RUN_HEAD: Final = struct.Struct(">IBI")
+
+
+def close_run(buf: bytearray, at: int, count: int) -> None:
+    """Finish the SEND_RUN frame that :meth:`FrameEncoder.open_run` began at offset *at*
+    of *buf* and that ends at the end of *buf*, holding *count* messages."""
+    _RUN_HEAD.pack_into(buf, at, len(buf) - at - 4, 0xDD, count + 2)
+
+
 # The fast paths of FrameEncoder.encode: operations of pids, refs and names only, with
 # the types each field may have (as _CHECKS has them), and every operation with one.
 _ID_OPS: Final[dict[type, int]] = {Link: 2, Unlink: 3, Monitor: 6, Demonitor: 7}
@@ -1424,6 +1480,10 @@ def _fields(op: Any) -> list[Any]:
         raise TypeError(f"not a wire operation: {type(op).__qualname__}")
     if code == _OP_HELLO:
         fields = [code, list(op.versions), op.name, op.creation, op.nonce]
+    elif code == _OP_SEND_RUN:
+        if type(op.msgs) is not list:
+            raise TypeError(f"malformed SEND_RUN: {op!r}"[:300])
+        fields = [code, op.to, *op.msgs]
     else:
         fields = [code, *op]
     if not _CHECKS[code](fields):
@@ -1506,19 +1566,18 @@ class FrameDecoder:
                 poisoned: this and every later call raise. Operations decoded from the
                 same *data* before the bad frame are lost with the connection.
         """
-        return self._feed(data, -1 if limit is None else limit, runs=False)  # type: ignore[return-value]
+        return self._feed(data, -1 if limit is None else limit, runs=False)
 
-    def feed_runs(self, data: bytes | bytearray | memoryview) -> list[Op | SendRun]:
-        """As :meth:`feed`, but consecutive SENDs to one pid with no sender come as one
-        :class:`SendRun` of their messages, in order: the receiver's fast path.
+    def feed_runs(self, data: bytes | bytearray | memoryview) -> list[Op]:
+        """As :meth:`feed`, but consecutive SENDs to one pid with no sender, and
+        SEND_RUNs to it, come as one :class:`SendRun` of their messages, in order: the
+        receiver's fast path.
 
         Raises as :meth:`feed`.
         """
         return self._feed(data, -1, runs=True)
 
-    def _feed(
-        self, data: bytes | bytearray | memoryview, room: int, *, runs: bool
-    ) -> list[Op | SendRun]:
+    def _feed(self, data: bytes | bytearray | memoryview, room: int, *, runs: bool) -> list[Op]:
         if self._error is not None:
             raise ProtocolError(f"decoder unusable after an earlier error: {self._error}")
         buf = self._buf
@@ -1526,7 +1585,7 @@ class FrameDecoder:
             buf += data
         if len(buf) < 4:
             return []
-        out: list[Op | SendRun] = []
+        out: list[Op] = []
         try:
             with memoryview(buf) as view:
                 off = self._decode(buf, view, out, room, runs)
@@ -1539,7 +1598,7 @@ class FrameDecoder:
         return out
 
     def _decode(
-        self, buf: bytearray, view: memoryview, out: list[Op | SendRun], room: int, runs: bool
+        self, buf: bytearray, view: memoryview, out: list[Op], room: int, runs: bool
     ) -> int:
         """Append up to *room* (-1: all) operations of *buf* to *out* (with *runs*, SENDs
         of the fast path gathered in :class:`SendRun` lists); the offset reached."""
@@ -1564,7 +1623,9 @@ class FrameDecoder:
         reply_fast = self._reply_fast
         call_fast = self._call_fast
         serial_of = _SERIAL.unpack_from
-        run: list[Any] | None = None  # the messages of the SendRun being gathered
+        # The messages of the SendRun being gathered (the last of *out*), and its pid.
+        run: list[Any] | None = None
+        run_to: Pid | None = None
         short = min(depth_limit, max_frame)  # frames this long need no depth check
         # Cleared before a frame whose depth is checked, and after each check: set in
         # between only by ext values of frames too short to need the check.
@@ -1605,8 +1666,9 @@ class FrameDecoder:
                     if not runs:
                         append(_new_tuple(Send, (send_to, msg, None)))
                         continue
-                    if run is None:
+                    if run is None or run_to is not send_to:
                         run = [msg]
+                        run_to = send_to
                         append(_new_tuple(SendRun, (send_to, run)))
                     else:
                         run.append(msg)
@@ -1664,7 +1726,7 @@ class FrameDecoder:
                         off = end
                         room -= 1
                         continue
-            run = None
+            gathered, run = run, None
             unpacking.native = False
             try:
                 value = unpackb(view[off + 4 : end], ext_hook=ext_hook)
@@ -1672,23 +1734,19 @@ class FrameDecoder:
                 raise
             except Exception as exc:  # anything the peer sent that msgpack refuses
                 raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from exc
-            if size > depth_limit and type(value) is list:
-                native = unpacking.native
-                if not native:
-                    for x in value:
-                        t = type(x)
-                        if t is list or t is dict:
-                            native = True
-                            break
-                if native:
-                    # A value D deep needs D container heads: count them, walk only if
-                    # needed. Ext values were counted exactly by the ext hook.
-                    if not heads:
-                        heads = buf.translate(_HEADS)
-                    if size - heads.count(b"\x00", off + 4, end) > depth_limit:
-                        problem = _walk(value, depth_limit, unpacking.registry._by_type, keys=False)
-                        if problem is not None:
-                            raise ProtocolError(problem)
+            if (
+                size > depth_limit
+                and type(value) is list
+                and (unpacking.native or not _NATIVE.isdisjoint(map(type, value)))
+            ):
+                # A value D deep needs D container heads: count them, walk only if
+                # needed. Ext values were counted exactly by the ext hook.
+                if not heads:
+                    heads = buf.translate(_HEADS)
+                if size - heads.count(b"\x00", off + 4, end) > depth_limit:
+                    problem = _walk(value, depth_limit, unpacking.registry._by_type, keys=False)
+                    if problem is not None:
+                        raise ProtocolError(problem)
             if type(value) is not list or not value:
                 raise ProtocolError("frame body is not an operation array")
             spec = ops.get(value[0]) if type(value[0]) is int else None
@@ -1699,6 +1757,18 @@ class FrameDecoder:
                 raise ProtocolError(f"malformed {_OP_NAMES[value[0]]} operation")
             if cls is Hello:
                 append(Hello(tuple(value[1]), value[2], value[3], value[4]))
+            elif cls is SendRun:
+                to = value[1]
+                del value[:2]  # the messages
+                if not runs:
+                    append(_new_tuple(SendRun, (to, value)))
+                elif gathered is not None and run_to is to:
+                    gathered.extend(value)
+                    run = gathered
+                else:
+                    append(_new_tuple(SendRun, (to, value)))
+                    run = value
+                    run_to = to
             else:
                 if cls is Send and value[3] is None and type(value[1]) is Pid:
                     to = value[1]
@@ -1745,6 +1815,7 @@ class FrameDecoder:
 
 
 _NOT_FAST: Final[Any] = object()
+_NATIVE: Final = frozenset({list, dict})  # the types msgpack nests without an ext hook
 _SERIAL: Final = struct.Struct(">Q")
 
 

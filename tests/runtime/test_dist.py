@@ -304,6 +304,89 @@ class TestMessages:
                 assert [(i, s) for s in range(len(steps))] == [m for m in got if m[0] == i]
             await wait_until(lambda: len(done) == len(plan))
 
+    @settings(
+        max_examples=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from(["pid", "other", "name"]),
+                st.sampled_from(["wait", "send", "link"]),
+                st.sampled_from(["int", "float", "none", "str", "tuple", "big"]),
+            ),
+            max_size=60,
+        ),
+        repeat=st.integers(1, 300),
+    )
+    async def test_runs_of_sends_keep_order_whatever_breaks_them(
+        self, steps: list[tuple[str, str, str]], repeat: int
+    ) -> None:
+        """Sends to a remote pid travel in SEND_RUN frames, which other frames (a send to
+        another pid or a name, a link, a message too big for the run) and the writer
+        end: every message still arrives once, in order, for each receiver."""
+        async with cluster("a@test", "b@test") as (a, b):
+            first, other = Inbox(b.node), Inbox(b.node, name="named")
+            sent: dict[Pid, list[Any]] = {first.pid: [], other.pid: []}
+            done = anyio.Event()
+
+            async def sender() -> None:
+                helper = a.node.spawn(lambda: anyio.sleep_forever())
+                for i, (to, how, kind) in enumerate(steps):
+                    pid = first.pid if to == "pid" else other.pid
+                    dest: Any = Name("named", "b@test") if to == "name" else pid
+                    for j in range(repeat if kind in ("int", "float") else 1):
+                        msg: Any = {
+                            "int": i * 1000 + j,
+                            "float": i + j / 1000,
+                            "none": None,
+                            "str": f"m{i}",
+                            "tuple": (i, [j]),
+                            "big": b"x" * 70_000 + bytes([i]),
+                        }[kind]
+                        if how == "send":
+                            runtime.send(dest, msg)
+                        else:
+                            await runtime.send_wait(dest, msg)
+                        sent[pid].append(msg)
+                    if how == "link":
+                        runtime.link(first.pid)
+                        runtime.unlink(first.pid)
+                        a.node.link(helper, other.pid)
+                done.set()
+
+            a.node.spawn(sender)
+            await done.wait()
+            for inbox in (first, other):
+                expected = sent[inbox.pid]
+                assert expected == await inbox.wait_count(len(expected))
+
+    async def test_a_sender_that_kept_the_closed_layer_sends_as_the_node_does(self) -> None:
+        """A process that sent to a remote pid keeps that path; once the distribution
+        closes, its sends there are dead letters, as any node's without distribution."""
+        async with cluster("a@test", "b@test") as (a, b):
+            inbox = Inbox(b.node)
+            step = anyio.Event()
+            done = anyio.Event()
+
+            async def sender() -> None:
+                await runtime.send_wait(inbox.pid, 1)
+                runtime.send(inbox.pid, 2)
+                await step.wait()
+                await runtime.send_wait(inbox.pid, 3)
+                runtime.send(inbox.pid, 4)
+                done.set()
+
+            a.node.spawn(sender)
+            assert await inbox.wait_count(2) == [1, 2]
+            a.dist.close()
+            step.set()
+            await done.wait()
+
+            assert a.node.dead_letters == 2
+            assert inbox.messages == [1, 2]
+
 
 class TestCalls:
     async def test_call_and_cast_across_nodes(self) -> None:
@@ -314,6 +397,37 @@ class TestCalls:
             with anyio.fail_after(BOUND):
                 assert pid == await a.node.call(Name("echo", "b@test"), "pid")
                 assert Ping(7) == await a.node.call(pid, ("echo", Ping(7)))
+
+    async def test_a_call_follows_the_run_of_sends_before_it(self) -> None:
+        """Messages sent to a server (a SEND_RUN still open in the buffer) reach it
+        before a call made right after them, from a process or from outside one."""
+
+        class Counter(runtime.GenServer):
+            async def init(self) -> None:
+                self.seen: list[Any] = []
+
+            async def handle_info(self, msg: Any) -> None:
+                self.seen.append(msg)
+
+            async def handle_call(self, request: Any, from_: Any) -> Any:
+                return list(self.seen)
+
+        async with cluster("a@test", "b@test") as (a, b):
+            pid = await b.node.start_server(Counter)
+            result: list[Any] = []
+
+            async def caller() -> None:
+                for i in range(50):
+                    await runtime.send_wait(pid, i)
+                result.append(await runtime.call(pid, "seen"))
+
+            a.node.spawn(caller)
+            await wait_until(lambda: bool(result))
+            assert list(range(50)) == result[0]
+            for i in range(50, 60):
+                a.node.send(pid, i)
+            with anyio.fail_after(BOUND):
+                assert list(range(60)) == await a.node.call(pid, "seen")
 
     async def test_call_to_server_crashing_mid_call_fails_at_once(self) -> None:
         """A remote server that crashes before replying fails the call with its reason."""

@@ -51,7 +51,9 @@ from runtime.wire import (
     Registry,
     Reject,
     Send,
+    SendRun,
     Unlink,
+    close_run,
     encode,
     encode_many,
     message,
@@ -149,6 +151,8 @@ ALL_OPS: list[Op] = [
     CallRequest(P, Q, R, ("get", 7)),
     CallRequest(Name("ledger", "b@host"), None, R, 7),
     CallRequest(P, None, R, {"k": [1, 2]}),
+    SendRun(P, [1, "two", (3, Q), [4.5, {"k": None}]]),
+    SendRun(Q, [None]),
     Heartbeat(),
     Goodbye("node stopping"),
     Exit(P, Q, NORMAL),
@@ -267,6 +271,68 @@ class TestOperations:
         assert FrameEncoder(REG).encode(CallReply(R, value, P)) == enc.encode_reply(R, value, P)
         assert [CallReply(R, value, P)] == FrameDecoder(REG).feed(enc.encode_reply(R, value, P))
 
+    def test_send_run_frame_is_the_documented_array(self) -> None:
+        """A SEND_RUN is ``[13, to, *msgs]``; the frame :meth:`FrameEncoder.open_run`
+        begins and :func:`close_run` finishes (array32 head) holds the same value, and
+        both decode to the operation."""
+        msgs = [1, "two", (3, Q), None, 2**64 - 1]
+        enc = FrameEncoder(REG)
+        general = enc.encode(SendRun(P, msgs))
+        assert (
+            frame(
+                msgpack.packb(
+                    [
+                        13,
+                        pid_ext(P),
+                        1,
+                        "two",
+                        msgpack.ExtType(4, msgpack.packb([3, pid_ext(Q)])),
+                        None,
+                        2**64 - 1,
+                    ]
+                )
+            )
+            == general
+        )
+
+        buf = bytearray(b"before")
+        enc.open_run(buf, P, enc.message(msgs[0]))
+        for m in msgs[1:]:
+            buf += enc.message(m)
+        close_run(buf, 6, len(msgs))
+        built = bytes(buf[6:])
+        assert built[4] == 0xDD  # the count is written in place, in 4 bytes
+        assert len(built) - 4 == enc.run_head_size(P) + sum(len(enc.message(m)) for m in msgs)
+        assert msgpack.unpackb(
+            built[4:], strict_map_key=False, ext_hook=lambda c, d: (c, d)
+        ) == msgpack.unpackb(general[4:], ext_hook=lambda c, d: (c, d))
+        for data in (general, built):
+            assert [SendRun(P, msgs)] == FrameDecoder(REG).feed(data)
+
+    def test_feed_runs_joins_runs_and_sends_to_one_pid(self) -> None:
+        """feed_runs gathers SEND_RUNs and SENDs with no sender to one pid, in order, into
+        one SendRun; feed returns each operation as it came."""
+        enc = FrameEncoder(REG)
+        ops: list[Op] = [
+            Send(P, 0),
+            SendRun(P, [1, 2]),
+            Send(P, 3),
+            SendRun(P, [4]),
+            SendRun(Q, [5]),
+            Send(P, 6, Q),
+            SendRun(P, [7]),
+        ]
+        data = enc.encode_many(ops)
+
+        assert ops == FrameDecoder(REG).feed(data)
+        assert [
+            Send(P, 0),
+            SendRun(P, [1, 2, 3, 4]),
+            SendRun(Q, [5]),
+            Send(P, 6, Q),
+            SendRun(P, [7]),
+        ] == FrameDecoder(REG).feed_runs(data)
+
     def test_operations_of_different_classes_are_unequal(self) -> None:
         """LINK and UNLINK with the same fields are different operations."""
         assert Link(P, Q) != Unlink(P, Q)
@@ -327,6 +393,8 @@ class TestOperations:
         """Before authentication, a SEND is a protocol error."""
         with pytest.raises(ProtocolError, match="opcode 10"):
             FrameDecoder(handshake=True).feed(encode(Heartbeat()))
+        with pytest.raises(ProtocolError):  # the pid's ext, or else the opcode
+            FrameDecoder(handshake=True).feed(encode(SendRun(P, [1])))
 
     def test_handshake_decoder_refuses_ext_types(self) -> None:
         """Before authentication, no ext type (pid, registered class ...) is decoded."""
@@ -347,6 +415,9 @@ class TestOperations:
             CallRequest(P, Q, P, 1),  # type: ignore[arg-type]
             CallRequest(P, "caller", R, 1),  # type: ignore[arg-type]
             CallRequest("to", Q, R, 1),  # type: ignore[arg-type]
+            SendRun(P, []),
+            SendRun(Name("x"), [1]),  # type: ignore[arg-type]
+            SendRun(P, (1, 2)),  # type: ignore[arg-type]
             Goodbye(3),  # type: ignore[arg-type]
         ],
     )
@@ -372,6 +443,9 @@ class TestOperations:
             msgpack.packb([1, "pid", None, None]),
             msgpack.packb([2, pid_ext(P)]),
             msgpack.packb([10, None]),
+            msgpack.packb([13, pid_ext(P)]),
+            msgpack.packb([13, "pid", 1]),
+            msgpack.packb([13, msgpack.ExtType(5, msgpack.packb(["n", None])), 1]),
         ],
     )
     def test_malformed_operation_is_a_protocol_error(self, body: bytes) -> None:
@@ -663,6 +737,25 @@ class TestLimits:
         assert nested_lists(MAX_DEPTH - 1) == ok[1 if code == 9 else 3]
         with pytest.raises(ProtocolError, match="deeper"):
             dec.feed(frame(body(nested_lists(MAX_DEPTH))))
+
+    @pytest.mark.parametrize("make", [nested_lists, nested_tuples])
+    @pytest.mark.parametrize("runs", [False, True])
+    def test_depth_limit_of_a_send_run_is_that_of_a_send(self, make: Any, runs: bool) -> None:
+        """Each message of a SEND_RUN sits where a SEND's does (level 2): MAX_DEPTH - 1
+        deep travels, one level more fails on the sender and on the receiver, wherever
+        it is in the run, and however many small messages come before it."""
+        lax = FrameEncoder(max_depth=MAX_DEPTH + 10)
+        small = list(range(300))
+        for msgs in ([make(MAX_DEPTH - 1)], [*small, make(MAX_DEPTH - 1), 1]):
+            dec = FrameDecoder()
+            got = (dec.feed_runs if runs else dec.feed)(encode(SendRun(P, msgs)))
+            assert [SendRun(P, msgs)] == got
+        for msgs in ([make(MAX_DEPTH)], [*small, make(MAX_DEPTH), 1]):
+            with pytest.raises(ValueError, match="nested deeper"):
+                encode(SendRun(P, msgs))
+            dec = FrameDecoder()
+            with pytest.raises(ProtocolError, match="nested deeper"):
+                (dec.feed_runs if runs else dec.feed)(lax.encode(SendRun(P, msgs)))
 
     def test_deeply_nested_tuples_are_rejected_cleanly(self) -> None:
         """100000 nested tuple exts (each decoded by a hook) stop at the depth limit."""
