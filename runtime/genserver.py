@@ -107,12 +107,18 @@ async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> No
     mb = proc.mailbox
     park = mb._backend.park
     reason: ExitReason = NORMAL
+    # With no terminate callback, nothing below runs user code on the way out: while
+    # parked for a message the server is idle, and an exit signal may end it at once
+    # (see Node._end_idle).
+    bare = type(server).terminate is _DEFAULT_TERMINATE
     try:
         while True:
             # Mailbox.get inlined: one frame less per message on the server's hot path.
             if not mb._q:
+                proc._idle = bare
                 while not mb._q:
                     await park(mb)
+                proc._idle = False
             msg = mb._q.popleft()
             if mb._senders:
                 mb._wake_sender()

@@ -265,6 +265,7 @@ class Process:
     """The runtime's record of one process. User code sees only its :class:`Pid`."""
 
     __slots__ = (
+        "_idle",
         "_pending",
         "_scope",
         "alive",
@@ -292,6 +293,9 @@ class Process:
         self.monitors: dict[Ref, Pid | Name] | None = None  # monitors we hold on others
         self._scope: CancelScope | None = None
         self._pending: ExitReason | None = None
+        # Parked in a GenServer's receive loop with nothing to run on the way out (no
+        # terminate callback): an exit signal that ends it may end it at once.
+        self._idle = False
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' ' + self.name if self.name else ''}>"
@@ -470,7 +474,8 @@ class Node:
                 reason = proc._pending or Shutdown("cancelled")
             if isinstance(reason, Kill):
                 reason = KILLED
-            self._exit(proc, reason)
+            if proc.alive:  # not already ended by the signal itself (see exit)
+                self._exit(proc, reason)
 
     def _exit(self, proc: Process, reason: ExitReason) -> None:
         """Everything that happens when a process ends: links, monitors, names, report."""
@@ -575,9 +580,28 @@ class Node:
         if pid.node == self.name:
             proc = self._lookup(pid)
             if proc is not None:
+                mb = proc.mailbox
+                idle = proc._idle and proc._pending is None and mb._waiter is not None
                 self._signal(proc, sender, reason, link=False)
+                # The signal ended an idle server: it rescheduled the parked task with
+                # the reason raised (trio); see _end_idle.
+                if idle and proc._pending is not None and mb._waiter is None:
+                    self._end_idle(proc, proc._pending)
         elif self.remote is not None:
             self.remote.exit(sender, pid, reason, link=False)
+
+    def _end_idle(self, proc: Process, reason: ExitReason) -> None:
+        """End *proc* now: an exit signal just woke it, idle, with *reason* raised.
+
+        An idle GenServer (see ``Process._idle``) woken that way has nothing left to
+        run: its task only unwinds through the runtime's own frames. Its end (links,
+        monitors, name, report) is the same now as when the task gets there, a
+        scheduler pass or two later, and Erlang allows it: a signal to a process that
+        waits in ``receive`` takes effect at once. So the sender sees the end at once
+        (``exit_and_wait`` need not park), and the task, when it unwinds, finds the
+        process already ended.
+        """
+        self._exit(proc, reason)
 
     def set_trap_exit(self, pid: Pid, flag: bool) -> bool:
         """Set whether local *pid* traps exits; returns the old value."""

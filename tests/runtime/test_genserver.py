@@ -304,6 +304,93 @@ class TestLifecycle:
         run(scenario)
 
 
+class Quiet(GenServer):
+    """A server with no terminate callback; counts the casts it handles."""
+
+    async def init(self, log: list[Any]) -> None:
+        self.log = log
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+    async def handle_cast(self, msg: Any) -> None:
+        self.log.append(msg)
+
+
+class TestExitSignalToIdleServer:
+    """A server waiting for a message, with no terminate, ends when the signal is sent."""
+
+    def test_exit_and_wait_returns_the_reason_and_frees_the_name(self, run: Any) -> None:
+        """Its links, monitors and name see the end with the signal's reason."""
+
+        async def watcher(srv: runtime.Pid, got: list[Any]) -> None:
+            runtime.trap_exit(True)
+            runtime.link(srv)
+            ref = runtime.monitor(srv)
+            got.append(await runtime.exit_and_wait(srv, Shutdown("bye")))
+            got.append(runtime.whereis("quiet"))
+            got.append(await runtime.receive(lambda m: isinstance(m, runtime.Down), timeout=0))
+            got.append(await runtime.receive(lambda m: isinstance(m, runtime.Exit), timeout=0))
+            got.append(ref)
+
+        got: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, [], name="quiet")
+                node.spawn(watcher, srv, got)
+                await anyio.sleep(1)
+                assert not node.is_alive(srv)
+
+        run(scenario)
+        reason, name, down, exit_, ref = got
+        assert reason == Shutdown("bye")
+        assert name is None
+        assert down.ref == ref
+        assert down.reason == Shutdown("bye")
+        assert exit_.reason == Shutdown("bye")
+
+    def test_kill_ends_it_killed(self, run: Any) -> None:
+        """Kill() ends an idle server with Killed, as any other process."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, [])
+                assert await node.exit_and_wait(srv, runtime.Kill()) == runtime.Killed()
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, "ping")
+                assert info.value.reason == NoProc()
+
+        run(scenario)
+
+    def test_signal_after_a_message_woke_it_still_ends_it(self, run: Any) -> None:
+        """A server woken by a cast, then signalled before it ran, ends with the signal."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, log)
+                node.cast(srv, "hello")
+                reason = await node.exit_and_wait(srv, Shutdown("bye"))
+                assert reason == Shutdown("bye")
+                assert not node.is_alive(srv)
+
+        run(scenario)
+        assert log in ([], ["hello"])
+
+    def test_terminate_still_runs_before_the_end_is_seen(self, run: Any) -> None:
+        """A server with terminate runs it before its monitor fires."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 0, log)
+                assert await node.exit_and_wait(srv, Shutdown("bye")) == Shutdown("bye")
+                assert log == [("terminate", Shutdown("bye"))]
+
+        run(scenario)
+
+
 class TestTimeouts:
     def test_earlier_deadline_added_later_fires_first(self) -> None:
         """Concurrent calls time out at their own deadlines, whatever order they started in."""
