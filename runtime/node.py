@@ -506,23 +506,27 @@ class Node:
             # structlog renders it only when the event passes the level filter
             # (format_exc_info, dict_tracebacks, or the console renderer), so a
             # filtered crash report costs no formatting. A crash that came over the
-            # wire has only the sender's text.
-            self._log.error(
-                "process_crashed",
-                pid=str(proc.pid),
-                name=proc.name,
-                reason=str(reason),
-                dropped_messages=left,
-                **(
-                    {"exc_info": reason.exc}
-                    if reason.exc is not None
-                    else {"traceback": reason.traceback}
-                ),
-            )
-        elif not reason.is_orderly:
+            # wire has only the sender's text. A level filtered out costs no event.
+            if self._log.enabled("error"):
+                self._log_crash(proc, reason, left)
+        elif not reason.is_orderly and self._log.enabled("info"):
             self._log.info("process_exited", pid=str(proc.pid), name=proc.name, reason=str(reason))
         if self._closing and not self._procs:
             self._finish_stop()  # after this process's signals went out
+
+    def _log_crash(self, proc: Process, reason: Crashed, left: int) -> None:
+        self._log.error(
+            "process_crashed",
+            pid=str(proc.pid),
+            name=proc.name,
+            reason=str(reason),
+            dropped_messages=left,
+            **(
+                {"exc_info": reason.exc}
+                if reason.exc is not None
+                else {"traceback": reason.traceback}
+            ),
+        )
 
     def _lookup(self, pid: Pid) -> Process | None:
         proc = self._procs.get(pid.serial)

@@ -237,7 +237,8 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             self._log.info("child_ignored", child_id=spec.id)
         else:
             self._by_pid[pid] = spec.id
-            self._log.info(event, child_id=spec.id, pid=str(pid))
+            if self._log.enabled("info"):
+                self._log.info(event, child_id=spec.id, pid=str(pid))
         return pid
 
     # -- stop --------------------------------------------------------------------------
@@ -315,13 +316,17 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
     async def _carry_out(self, plan: Plan, id: str, reason: ExitReason) -> None:
         """Carry out *plan* for the exit of child *id*, in Plan's documented order."""
         self._history = plan.history
+        log = self._log
         match plan.label:
             case "child_terminated" | "reached_max_restart_intensity":
-                self._log.error("child_terminated", child_id=id, offender=id, reason=str(reason))
+                if log.enabled("error"):
+                    log.error("child_terminated", child_id=id, offender=id, reason=str(reason))
             case "child_exited" | "auto_shutdown":
-                self._log.info("child_exited", child_id=id, reason=str(reason))
+                if log.enabled("info"):
+                    log.info("child_exited", child_id=id, reason=str(reason))
             case "stale_exit":
-                self._log.debug("stale_exit", child_id=id, reason=str(reason))
+                if log.enabled("debug"):
+                    log.debug("stale_exit", child_id=id, reason=str(reason))
         for stop_id in plan.stop:
             await self._stop_child(self._children[stop_id])
         for forget_id in plan.forget:
