@@ -255,7 +255,7 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
             [state],
             ChildExited(state.id, reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         self._history = plan.history

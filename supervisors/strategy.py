@@ -328,9 +328,10 @@ def _restart(
     label: Label,
 ) -> Plan:
     # ``restarts`` is oldest first and ``now`` never decreases: one bisect finds the
-    # first restart still inside the period, and the copy is a C-level slice.
+    # first restart still inside the period, and one C-level copy adds this one (a
+    # slice of the whole tuple is the tuple itself).
     kept = history.restarts[bisect.bisect_left(history.restarts, now - flags.period) :]
-    restarts = (*kept, now)
+    restarts = kept + (now,)  # noqa: RUF005 - one copy; (*kept, now) makes two
     history = History(restarts, history.backoff)  # attrs.evolve's introspection costs 4x
     if len(restarts) > flags.intensity:
         return Plan(

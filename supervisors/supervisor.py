@@ -285,7 +285,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             states,
             ChildExited(id, msg.reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         await self._carry_out(plan, id, msg.reason)
@@ -305,7 +305,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             states,
             ChildExited(msg.key, msg.reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         await self._carry_out(plan, msg.key, msg.reason)
