@@ -29,8 +29,8 @@ import structlog
 from .errors import CallTimeout, ProcessExit, ServerExited, StartFailed
 from .mailbox import DEFAULT_BUDGET
 from .messages import Call, Cast, From
-from .node import TERMINATE_TIMEOUT, Node, _process_or_none, current_process
-from .pid import Pid, Ref
+from .node import TERMINATE_TIMEOUT, Node, _process_or_none, _ReplySlot, current_process
+from .pid import Pid
 from .reasons import KILL, NORMAL, Crashed, ExitReason, Killed, Shutdown
 
 log = structlog.get_logger("regency")
@@ -98,12 +98,12 @@ class GenServer:
 _DEFAULT_TERMINATE: Final = GenServer.terminate
 
 
-async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> None:
+async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[_ReplySlot]) -> None:
     proc = current_process()
     node = proc.node
     await server.init(*args)
     if ack:
-        node.reply(ack[0], proc.pid)
+        ack[0].answer(proc.pid)
     mb = proc.mailbox
     park = mb._backend.park
     reason: ExitReason = NORMAL
@@ -188,10 +188,11 @@ async def start_server(
     instance = server() if isinstance(server, type) else server
     caller = _process_or_none()
     link_to = caller.pid if (link and caller is not None) else None
-    ack: list[Ref] = []  # filled before the new process first runs
+    ack: list[_ReplySlot] = []  # filled before the new process first runs
     pid = node.spawn(_serve, instance, args, ack, link_to=link_to, name=name)
-    ref, slot = node._open_slot(None, pid)
-    ack.append(ref)
+    proc = node.process(pid)  # spawned, not yet run: alive
+    slot = node._watch(proc)  # answered by the server after init, failed if it ends first
+    ack.append(slot)
     try:
         await node._wait_slot(slot, timeout)
     except ServerExited as e:
@@ -200,5 +201,5 @@ async def start_server(
         node.exit(pid, KILL)
         raise StartFailed(Shutdown("init_timeout")) from None
     finally:
-        node._close_slot(ref, pid)
+        node._unwatch(proc, slot)
     return pid

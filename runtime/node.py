@@ -168,6 +168,16 @@ class _ReplySlot(_Monitor, Parkable):
         self.value: object = None
         self.reason: ExitReason | None = None
 
+    def answer(self, value: object) -> None:
+        """Answer the slot with *value* and wake its waiter, unless it is done already."""
+        if not self.done:
+            self.done = True
+            self.value = value
+            w = self._waiter
+            if w is not None:
+                self._waiter = None
+                self._backend.unpark(w)
+
     def fail(self, reason: ExitReason) -> None:
         """The server is gone (the call's monitor fired): wake the caller with *reason*."""
         if not self.done:
@@ -1077,6 +1087,19 @@ class Node:
         Raises:
             CallTimeout: it had not ended within *timeout* seconds; it keeps running.
         """
+        if pid.node == self.name:  # a local process: its slot is its own monitor record
+            proc = self._lookup(pid)
+            if proc is None:
+                return NOPROC
+            slot = self._watch(proc)
+            try:
+                self.exit(pid, reason, frm=frm)
+                await self._wait_slot(slot, timeout)
+            except ServerExited as e:
+                return e.reason
+            finally:
+                self._unwatch(proc, slot)
+            raise AssertionError(f"the monitor slot of {pid} got a value")
         ref, slot = self._open_slot(None, pid)
         try:
             if not slot.done:
@@ -1087,6 +1110,26 @@ class Node:
         finally:
             self._close_slot(ref, pid)
         raise AssertionError(f"the monitor slot of {pid} got a value")
+
+    def _watch(self, proc: Process) -> _ReplySlot:
+        """A slot that fails with *proc*'s exit reason when it ends.
+
+        The slot is itself the monitor record, as a local call's is: no ref, no
+        ``Down``. Drop it with :meth:`_unwatch`. A starting server also answers it
+        (:meth:`_ReplySlot.answer`) once its ``init`` is done.
+        """
+        assert self._backend is not None
+        slot = _ReplySlot(self._backend, None, proc.pid)
+        watchers = proc.watchers
+        if watchers is None:
+            watchers = proc.watchers = {}
+        watchers[slot] = slot
+        return slot
+
+    @staticmethod
+    def _unwatch(proc: Process, slot: _ReplySlot) -> None:
+        if proc.watchers:
+            proc.watchers.pop(slot, None)
 
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None
