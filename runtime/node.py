@@ -1094,6 +1094,10 @@ class Node:
             slot = self._watch(proc)
             try:
                 self.exit(pid, reason, frm=frm)
+                if slot.done:
+                    # It ended at once (an idle server): charge the caller one reduction,
+                    # so stopping many in a row still yields now and then.
+                    await self._budget_checkpoint()
                 await self._wait_slot(slot, timeout)
             except ServerExited as e:
                 return e.reason
