@@ -96,13 +96,15 @@ class GenServer:
 
 
 _DEFAULT_TERMINATE: Final = GenServer.terminate
+_DEFAULT_INIT: Final = GenServer.init
+_NO_ACK: Final[list[_ReplySlot]] = []  # never appended to
 
 
 async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[_ReplySlot]) -> None:
     proc = current_process()
     node = proc.node
-    await server.init(*args)
-    if ack:
+    if ack:  # none when the server has GenServer's own init, which does nothing
+        await server.init(*args)
         ack[0].answer(proc.pid)
     mb = proc.mailbox
     park = mb._backend.park
@@ -180,6 +182,11 @@ async def start_server(
         link: link the server to the calling process (``start_link``).
         timeout: seconds ``init`` may take; then the server is killed.
 
+    A server that does not override ``init`` has nothing to wait for: its ``init``
+    does nothing and cannot fail, so the call returns as soon as the process is
+    spawned (named and linked), as if ``init`` had run at once. Its end, even before
+    it first runs, is then an exit like any later one, never a ``StartFailed``.
+
     Raises:
         StartFailed: ``init`` raised or the process exited before finishing ``init``
             (``.reason`` says why), or it took longer than *timeout*.
@@ -188,6 +195,11 @@ async def start_server(
     instance = server() if isinstance(server, type) else server
     caller = _process_or_none()
     link_to = caller.pid if (link and caller is not None) else None
+    if type(instance).init is _DEFAULT_INIT:
+        pid = node.spawn(_serve, instance, args, _NO_ACK, link_to=link_to, name=name)
+        if node._charge():  # no wait: one reduction, so many starts in a row still yield
+            await node._checkpoint()
+        return pid
     ack: list[_ReplySlot] = []  # filled before the new process first runs
     pid = node.spawn(_serve, instance, args, ack, link_to=link_to, name=name)
     proc = node.process(pid)  # spawned, not yet run: alive

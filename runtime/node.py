@@ -889,6 +889,28 @@ class Node:
         else:  # another node, and no distribution to reach it
             self.dead_letters += 1
 
+    def _charge(self) -> bool:
+        """Charge the caller one reduction; True when its budget is spent: it must yield
+        (``await checkpoint()``)."""
+        proc = _current_process.get()
+        if proc is not None:
+            mb = proc.mailbox
+            mb._budget -= 1
+            if mb._budget > 0:
+                return False
+            mb._budget = DEFAULT_BUDGET
+            return True
+        self._budget -= 1
+        if self._budget > 0:
+            return False
+        self._budget = DEFAULT_BUDGET
+        return True
+
+    def _checkpoint(self) -> Awaitable[None]:
+        """Yield to the scheduler once (the running loop's checkpoint); await it."""
+        assert self._backend is not None
+        return self._backend.checkpoint()
+
     async def _budget_checkpoint(self) -> None:
         """Charge one reduction to the caller; yield when its budget is spent."""
         proc = _current_process.get()
@@ -1094,10 +1116,10 @@ class Node:
             slot = self._watch(proc)
             try:
                 self.exit(pid, reason, frm=frm)
-                if slot.done:
-                    # It ended at once (an idle server): charge the caller one reduction,
-                    # so stopping many in a row still yields now and then.
-                    await self._budget_checkpoint()
+                if slot.done and self._charge():
+                    # It ended at once (an idle server): one reduction charged, so
+                    # stopping many in a row still yields now and then.
+                    await self._checkpoint()
                 await self._wait_slot(slot, timeout)
             except ServerExited as e:
                 return e.reason

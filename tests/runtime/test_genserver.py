@@ -391,6 +391,65 @@ class TestExitSignalToIdleServer:
         run(scenario)
 
 
+class Bare(GenServer):
+    """A server with GenServer's own init."""
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+
+class TestStartWithoutInit:
+    """A server without an init of its own has nothing to wait for at start."""
+
+    def test_init_has_run_when_start_returns(self, run: Any) -> None:
+        """With an init, start_server returns only after it ran in the new process."""
+        log: list[Any] = []
+
+        class Logged(Quiet):
+            async def init(self, log: list[Any]) -> None:
+                log.append("init")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                await node.start_server(Logged, log)
+                log.append("started")
+
+        run(scenario)
+        assert log == ["init", "started"]
+
+    def test_a_server_without_init_is_named_linked_and_answers(self, run: Any) -> None:
+        """start_server returns the pid at once; the name and the link are already there."""
+        got: list[Any] = []
+
+        async def starter() -> None:
+            runtime.trap_exit(True)
+            pid = await runtime.start_server(Bare, link=True, name="bare")
+            got.append(runtime.whereis("bare") == pid)
+            got.append(await runtime.call("bare", "ping"))
+            runtime.send_exit(pid, runtime.Kill())
+            exit_ = await runtime.receive(lambda m: isinstance(m, runtime.Exit), timeout=1)
+            got.append(exit_.reason)
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(starter)
+                await anyio.sleep(1)
+
+        run(scenario)
+        assert got == [True, "ping", runtime.Killed()]
+
+    def test_killed_before_it_first_ran_is_an_exit_not_a_start_failure(self, run: Any) -> None:
+        """Its end right after the start is seen as an exit (as if init ran at once)."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                pid = await node.start_server(Bare)
+                assert await node.exit_and_wait(pid, runtime.Kill()) == runtime.Killed()
+                assert not node.is_alive(pid)
+
+        run(scenario)
+
+
 class TestTimeouts:
     def test_earlier_deadline_added_later_fires_first(self) -> None:
         """Concurrent calls time out at their own deadlines, whatever order they started in."""
