@@ -160,14 +160,21 @@ SupRef: TypeAlias = Pid | str | Name
 class _Child(_ChildBase):
     """The supervisor's record of one child (mutable; private)."""
 
-    __slots__ = ()
+    __slots__ = ("_down", "_up")
 
     def __init__(self, spec: ChildSpec) -> None:
         super().__init__(spec, None)
+        # What decide() is told of it, running or not: made once, not on every exit.
+        self._up = ChildState.from_spec(spec, running=True)
+        self._down = ChildState.from_spec(spec, running=False)
 
     @property
     def running(self) -> bool:
         return self.pid is not None or self.pending is not None
+
+    def state(self) -> ChildState:
+        """The child as :func:`~supervisors.strategy.decide` sees it now."""
+        return self._up if self.pid is not None or self.pending is not None else self._down
 
 
 InitResult: TypeAlias = tuple[SupFlags, Sequence[ChildSpec]] | None
@@ -311,7 +318,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
         await self._carry_out(plan, msg.key, msg.reason)
 
     def _states(self) -> list[ChildState]:
-        return [ChildState.from_spec(c.spec, running=c.running) for c in self._children.values()]
+        return [c.state() for c in self._children.values()]
 
     async def _carry_out(self, plan: Plan, id: str, reason: ExitReason) -> None:
         """Carry out *plan* for the exit of child *id*, in Plan's documented order."""
