@@ -195,7 +195,7 @@ async def start_server(
     instance = server() if isinstance(server, type) else server
     caller = _process_or_none()
     link_to = caller.pid if (link and caller is not None) else None
-    if type(instance).init is _DEFAULT_INIT:
+    if type(instance).init is _DEFAULT_INIT and "init" not in getattr(instance, "__dict__", ()):
         pid = node.spawn(_serve, instance, args, _NO_ACK, link_to=link_to, name=name)
         if node._charge():  # no wait: one reduction, so many starts in a row still yield
             await node._checkpoint()

@@ -417,6 +417,23 @@ class TestStartWithoutInit:
         run(scenario)
         assert log == ["init", "started"]
 
+    def test_an_init_set_on_the_instance_is_waited_for(self, run: Any) -> None:
+        """An init given to the instance, not its class, still runs before start returns."""
+        log: list[Any] = []
+
+        async def init() -> None:
+            log.append("init")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                server = Bare()
+                server.init = init  # type: ignore[method-assign]
+                await node.start_server(server)
+                log.append("started")
+
+        run(scenario)
+        assert log == ["init", "started"]
+
     def test_a_server_without_init_is_named_linked_and_answers(self, run: Any) -> None:
         """start_server returns the pid at once; the name and the link are already there."""
         got: list[Any] = []
