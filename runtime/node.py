@@ -984,9 +984,8 @@ class Node:
         timeout: float | None = 5.0,
     ) -> Pid:
         """Start a GenServer on this node; see :func:`runtime.genserver.start_server`."""
-        from .genserver import start_server
-
-        return await start_server(self, server, *args, name=name, link=link, timeout=timeout)
+        start = _start_server if _start_server is not None else _load_start_server()
+        return await start(self, server, *args, name=name, link=link, timeout=timeout)
 
     async def call(self, dest: Dest, request: object, timeout: float | None = 5.0) -> Any:
         """Call the GenServer at *dest* and wait for its reply.
@@ -1370,6 +1369,19 @@ class Node:
                     proc.links.discard(p)
                     self._signal(proc, p, reason, link=True)
         self._log.warning("node_down", peer=node)
+
+
+_start_server: Callable[..., Awaitable[Pid]] | None = None
+"""runtime.genserver.start_server, imported on first use (genserver imports this module):
+an import statement per start cost as much as a tenth of the start."""
+
+
+def _load_start_server() -> Callable[..., Awaitable[Pid]]:
+    global _start_server
+    from .genserver import start_server
+
+    _start_server = start_server
+    return start_server
 
 
 def _slot_outcome(slot: _ReplySlot, timeout: float | None) -> Any:
