@@ -1115,16 +1115,25 @@ class Node:
             slot = self._watch(proc)
             try:
                 self.exit(pid, reason, frm=frm)
-                if slot.done and self._charge():
+                if slot.done:
                     # It ended at once (an idle server): one reduction charged, so
                     # stopping many in a row still yields now and then.
-                    await self._checkpoint()
-                await self._wait_slot(slot, timeout)
-            except ServerExited as e:
-                return e.reason
+                    if self._charge():
+                        await self._checkpoint()
+                else:  # _wait_slot's wait, without raising ServerExited for an end
+                    if timeout is not None:
+                        assert self._timeouts is not None
+                        self._timeouts.add(slot, self._now() + timeout)
+                    park = slot._backend.park
+                    while not slot.done:
+                        await park(slot)
             finally:
                 self._unwatch(proc, slot)
-            raise AssertionError(f"the monitor slot of {pid} got a value")
+            if slot.timed_out:
+                raise CallTimeout(f"no reply within {timeout} s")
+            if slot.reason is None:
+                raise AssertionError(f"the monitor slot of {pid} got a value")
+            return slot.reason
         ref, slot = self._open_slot(None, pid)
         try:
             if not slot.done:
