@@ -29,8 +29,8 @@ import structlog
 from .errors import CallTimeout, ProcessExit, ServerExited, StartFailed
 from .mailbox import DEFAULT_BUDGET
 from .messages import Call, Cast, From
-from .node import TERMINATE_TIMEOUT, Node, _process_or_none, current_process
-from .pid import Pid, Ref
+from .node import TERMINATE_TIMEOUT, Node, _process_or_none, _ReplySlot, current_process
+from .pid import Pid
 from .reasons import KILL, NORMAL, Crashed, ExitReason, Killed, Shutdown
 
 log = structlog.get_logger("regency")
@@ -96,23 +96,31 @@ class GenServer:
 
 
 _DEFAULT_TERMINATE: Final = GenServer.terminate
+_DEFAULT_INIT: Final = GenServer.init
+_NO_ACK: Final[list[_ReplySlot]] = []  # never appended to
 
 
-async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[Ref]) -> None:
+async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[_ReplySlot]) -> None:
     proc = current_process()
     node = proc.node
-    await server.init(*args)
-    if ack:
-        node.reply(ack[0], proc.pid)
+    if ack:  # none when the server has GenServer's own init, which does nothing
+        await server.init(*args)
+        ack[0].answer(proc.pid)
     mb = proc.mailbox
     park = mb._backend.park
     reason: ExitReason = NORMAL
+    # With no terminate callback, nothing below runs user code on the way out: while
+    # parked for a message the server is idle, and an exit signal may end it at once
+    # (see Node._end_idle).
+    bare = type(server).terminate is _DEFAULT_TERMINATE
     try:
         while True:
             # Mailbox.get inlined: one frame less per message on the server's hot path.
             if not mb._q:
+                proc._idle = bare
                 while not mb._q:
                     await park(mb)
+                proc._idle = False
             msg = mb._q.popleft()
             if mb._senders:
                 mb._wake_sender()
@@ -174,6 +182,11 @@ async def start_server(
         link: link the server to the calling process (``start_link``).
         timeout: seconds ``init`` may take; then the server is killed.
 
+    A server that does not override ``init`` has nothing to wait for: its ``init``
+    does nothing and cannot fail, so the call returns as soon as the process is
+    spawned (named and linked), as if ``init`` had run at once. Its end, even before
+    it first runs, is then an exit like any later one, never a ``StartFailed``.
+
     Raises:
         StartFailed: ``init`` raised or the process exited before finishing ``init``
             (``.reason`` says why), or it took longer than *timeout*.
@@ -182,10 +195,16 @@ async def start_server(
     instance = server() if isinstance(server, type) else server
     caller = _process_or_none()
     link_to = caller.pid if (link and caller is not None) else None
-    ack: list[Ref] = []  # filled before the new process first runs
+    if type(instance).init is _DEFAULT_INIT and "init" not in getattr(instance, "__dict__", ()):
+        pid = node.spawn(_serve, instance, args, _NO_ACK, link_to=link_to, name=name)
+        if node._charge():  # no wait: one reduction, so many starts in a row still yield
+            await node._checkpoint()
+        return pid
+    ack: list[_ReplySlot] = []  # filled before the new process first runs
     pid = node.spawn(_serve, instance, args, ack, link_to=link_to, name=name)
-    ref, slot = node._open_slot(None, pid)
-    ack.append(ref)
+    proc = node.process(pid)  # spawned, not yet run: alive
+    slot = node._watch(proc)  # answered by the server after init, failed if it ends first
+    ack.append(slot)
     try:
         await node._wait_slot(slot, timeout)
     except ServerExited as e:
@@ -194,5 +213,5 @@ async def start_server(
         node.exit(pid, KILL)
         raise StartFailed(Shutdown("init_timeout")) from None
     finally:
-        node._close_slot(ref, pid)
+        node._unwatch(proc, slot)
     return pid

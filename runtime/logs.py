@@ -8,15 +8,43 @@ capture logs with ``structlog.testing.capture_logs``). :class:`Logger` keeps its
 logger while the configuration's processors, wrapper class, context class and logger
 factory are the same objects, and binds again when any of them changes: a filtered
 event costs a third of a lazy proxy's rebind.
+
+The configuration is read from structlog's own record of it when that exists (one
+attribute load per setting, where ``structlog.get_config()`` builds a dict per event),
+else through ``get_config()``. :meth:`Logger.enabled` says whether an event at a level
+would pass a level-filtering wrapper (``structlog.make_filtering_bound_logger``), so a
+caller on a hot path can skip formatting the event's values when it would be dropped.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
 
 __all__ = ["Logger"]
+
+
+def _config_record() -> Any:
+    """structlog's configuration record (read here, never written), or None."""
+    try:
+        from structlog._config import _CONFIG
+    except ImportError:  # pragma: no cover - a structlog without it
+        return None
+    names = (
+        "default_processors",
+        "default_wrapper_class",
+        "logger_factory",
+        "default_context_class",
+    )
+    return _CONFIG if all(hasattr(_CONFIG, n) for n in names) else None
+
+
+_STRUCTLOG_CONFIG: Any = _config_record()
+
+# What a level-filtering wrapper class has for the methods of the levels it drops.
+_DROPPED = getattr(structlog.make_filtering_bound_logger(logging.CRITICAL), "info", None)
 
 
 class Logger:
@@ -47,11 +75,18 @@ class Logger:
         self._context_class: Any = None
 
     def _logger(self) -> Any:
-        config = structlog.get_config()
-        processors = config["processors"]
-        wrapper = config["wrapper_class"]
-        factory = config["logger_factory"]
-        context_class = config["context_class"]
+        c = _STRUCTLOG_CONFIG
+        if c is not None:
+            processors = c.default_processors
+            wrapper = c.default_wrapper_class
+            factory = c.logger_factory
+            context_class = c.default_context_class
+        else:  # pragma: no cover - see the import
+            config = structlog.get_config()
+            processors = config["processors"]
+            wrapper = config["wrapper_class"]
+            factory = config["logger_factory"]
+            context_class = config["context_class"]
         # Identity, not equality: capture_logs mutates the processor list in place,
         # and a bound logger holds the list object it was made with.
         if (
@@ -67,6 +102,14 @@ class Logger:
             self._factory = factory
             self._context_class = context_class
         return self._bound
+
+    def enabled(self, level: str) -> bool:
+        """Whether an event at *level* (``"info"``, ``"error"``...) may be logged now.
+
+        False only when the configured wrapper drops the level outright (a
+        ``make_filtering_bound_logger`` below it); any other setup may log it.
+        """
+        return getattr(type(self._logger()), level, None) is not _DROPPED
 
     def bind(self, **context: Any) -> Logger:
         """A logger with *context* bound on top of this one's."""

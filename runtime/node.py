@@ -168,6 +168,16 @@ class _ReplySlot(_Monitor, Parkable):
         self.value: object = None
         self.reason: ExitReason | None = None
 
+    def answer(self, value: object) -> None:
+        """Answer the slot with *value* and wake its waiter, unless it is done already."""
+        if not self.done:
+            self.done = True
+            self.value = value
+            w = self._waiter
+            if w is not None:
+                self._waiter = None
+                self._backend.unpark(w)
+
     def fail(self, reason: ExitReason) -> None:
         """The server is gone (the call's monitor fired): wake the caller with *reason*."""
         if not self.done:
@@ -265,6 +275,7 @@ class Process:
     """The runtime's record of one process. User code sees only its :class:`Pid`."""
 
     __slots__ = (
+        "_idle",
         "_pending",
         "_scope",
         "alive",
@@ -292,6 +303,9 @@ class Process:
         self.monitors: dict[Ref, Pid | Name] | None = None  # monitors we hold on others
         self._scope: CancelScope | None = None
         self._pending: ExitReason | None = None
+        # Parked in a GenServer's receive loop with nothing to run on the way out (no
+        # terminate callback): an exit signal that ends it may end it at once.
+        self._idle = False
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' ' + self.name if self.name else ''}>"
@@ -472,7 +486,8 @@ class Node:
                 reason = proc._pending or Shutdown("cancelled")
             if isinstance(reason, Kill):
                 reason = KILLED
-            self._exit(proc, reason)
+            if proc.alive:  # not already ended by the signal itself (see exit)
+                self._exit(proc, reason)
 
     def _exit(self, proc: Process, reason: ExitReason) -> None:
         """Everything that happens when a process ends: links, monitors, names, report."""
@@ -505,23 +520,27 @@ class Node:
             # structlog renders it only when the event passes the level filter
             # (format_exc_info, dict_tracebacks, or the console renderer), so a
             # filtered crash report costs no formatting. A crash that came over the
-            # wire has only the sender's text.
-            self._log.error(
-                "process_crashed",
-                pid=str(proc.pid),
-                name=proc.name,
-                reason=str(reason),
-                dropped_messages=left,
-                **(
-                    {"exc_info": reason.exc}
-                    if reason.exc is not None
-                    else {"traceback": reason.traceback}
-                ),
-            )
-        elif not reason.is_orderly:
+            # wire has only the sender's text. A level filtered out costs no event.
+            if self._log.enabled("error"):
+                self._log_crash(proc, reason, left)
+        elif not reason.is_orderly and self._log.enabled("info"):
             self._log.info("process_exited", pid=str(proc.pid), name=proc.name, reason=str(reason))
         if self._closing and not self._procs:
             self._finish_stop()  # after this process's signals went out
+
+    def _log_crash(self, proc: Process, reason: Crashed, left: int) -> None:
+        self._log.error(
+            "process_crashed",
+            pid=str(proc.pid),
+            name=proc.name,
+            reason=str(reason),
+            dropped_messages=left,
+            **(
+                {"exc_info": reason.exc}
+                if reason.exc is not None
+                else {"traceback": reason.traceback}
+            ),
+        )
 
     def _lookup(self, pid: Pid) -> Process | None:
         proc = self._procs.get(pid.serial)
@@ -579,9 +598,28 @@ class Node:
         if pid.node == self.name:
             proc = self._lookup(pid)
             if proc is not None:
+                mb = proc.mailbox
+                idle = proc._idle and proc._pending is None and mb._waiter is not None
                 self._signal(proc, sender, reason, link=False)
+                # The signal ended an idle server: it rescheduled the parked task with
+                # the reason raised (trio); see _end_idle.
+                if idle and proc._pending is not None and mb._waiter is None:
+                    self._end_idle(proc, proc._pending)
         elif self.remote is not None:
             self.remote.exit(sender, pid, reason, link=False)
+
+    def _end_idle(self, proc: Process, reason: ExitReason) -> None:
+        """End *proc* now: an exit signal just woke it, idle, with *reason* raised.
+
+        An idle GenServer (see ``Process._idle``) woken that way has nothing left to
+        run: its task only unwinds through the runtime's own frames. Its end (links,
+        monitors, name, report) is the same now as when the task gets there, a
+        scheduler pass or two later, and Erlang allows it: a signal to a process that
+        waits in ``receive`` takes effect at once. So the sender sees the end at once
+        (``exit_and_wait`` need not park), and the task, when it unwinds, finds the
+        process already ended.
+        """
+        self._exit(proc, reason)
 
     def set_trap_exit(self, pid: Pid, flag: bool) -> bool:
         """Set whether local *pid* traps exits; returns the old value."""
@@ -855,6 +893,28 @@ class Node:
         else:  # another node, and no distribution to reach it
             self.dead_letters += 1
 
+    def _charge(self) -> bool:
+        """Charge the caller one reduction; True when its budget is spent: it must yield
+        (``await checkpoint()``)."""
+        proc = _current_process.get()
+        if proc is not None:
+            mb = proc.mailbox
+            mb._budget -= 1
+            if mb._budget > 0:
+                return False
+            mb._budget = DEFAULT_BUDGET
+            return True
+        self._budget -= 1
+        if self._budget > 0:
+            return False
+        self._budget = DEFAULT_BUDGET
+        return True
+
+    def _checkpoint(self) -> Awaitable[None]:
+        """Yield to the scheduler once (the running loop's checkpoint); await it."""
+        assert self._backend is not None
+        return self._backend.checkpoint()
+
     async def _budget_checkpoint(self) -> None:
         """Charge one reduction to the caller; yield when its budget is spent."""
         proc = _current_process.get()
@@ -928,9 +988,8 @@ class Node:
         timeout: float | None = 5.0,
     ) -> Pid:
         """Start a GenServer on this node; see :func:`runtime.genserver.start_server`."""
-        from .genserver import start_server
-
-        return await start_server(self, server, *args, name=name, link=link, timeout=timeout)
+        start = _start_server if _start_server is not None else _load_start_server()
+        return await start(self, server, *args, name=name, link=link, timeout=timeout)
 
     async def call(self, dest: Dest, request: object, timeout: float | None = 5.0) -> Any:
         """Call the GenServer at *dest* and wait for its reply.
@@ -1053,6 +1112,32 @@ class Node:
         Raises:
             CallTimeout: it had not ended within *timeout* seconds; it keeps running.
         """
+        if pid.node == self.name:  # a local process: its slot is its own monitor record
+            proc = self._lookup(pid)
+            if proc is None:
+                return NOPROC
+            slot = self._watch(proc)
+            try:
+                self.exit(pid, reason, frm=frm)
+                if slot.done:
+                    # It ended at once (an idle server): one reduction charged, so
+                    # stopping many in a row still yields now and then.
+                    if self._charge():
+                        await self._checkpoint()
+                else:  # _wait_slot's wait, without raising ServerExited for an end
+                    if timeout is not None:
+                        assert self._timeouts is not None
+                        self._timeouts.add(slot, self._now() + timeout)
+                    park = slot._backend.park
+                    while not slot.done:
+                        await park(slot)
+            finally:
+                self._unwatch(proc, slot)
+            if slot.timed_out:
+                raise CallTimeout(f"no reply within {timeout} s")
+            if slot.reason is None:
+                raise AssertionError(f"the monitor slot of {pid} got a value")
+            return slot.reason
         ref, slot = self._open_slot(None, pid)
         try:
             if not slot.done:
@@ -1063,6 +1148,26 @@ class Node:
         finally:
             self._close_slot(ref, pid)
         raise AssertionError(f"the monitor slot of {pid} got a value")
+
+    def _watch(self, proc: Process) -> _ReplySlot:
+        """A slot that fails with *proc*'s exit reason when it ends.
+
+        The slot is itself the monitor record, as a local call's is: no ref, no
+        ``Down``. Drop it with :meth:`_unwatch`. A starting server also answers it
+        (:meth:`_ReplySlot.answer`) once its ``init`` is done.
+        """
+        assert self._backend is not None
+        slot = _ReplySlot(self._backend, None, proc.pid)
+        watchers = proc.watchers
+        if watchers is None:
+            watchers = proc.watchers = {}
+        watchers[slot] = slot
+        return slot
+
+    @staticmethod
+    def _unwatch(proc: Process, slot: _ReplySlot) -> None:
+        if proc.watchers:
+            proc.watchers.pop(slot, None)
 
     def _open_slot(self, watcher: Pid | None, target: Pid | Name) -> tuple[Ref, _ReplySlot]:
         assert self._backend is not None
@@ -1314,6 +1419,19 @@ class Node:
             self._log.warning("node_down", peer=node)
         else:  # a dial that failed, or a node never reached: nothing went down
             self._log.debug("node_down", peer=node)
+
+
+_start_server: Callable[..., Awaitable[Pid]] | None = None
+"""runtime.genserver.start_server, imported on first use (genserver imports this module):
+an import statement per start cost as much as a tenth of the start."""
+
+
+def _load_start_server() -> Callable[..., Awaitable[Pid]]:
+    global _start_server
+    from .genserver import start_server
+
+    _start_server = start_server
+    return start_server
 
 
 def _slot_outcome(slot: _ReplySlot, timeout: float | None) -> Any:

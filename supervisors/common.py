@@ -29,6 +29,7 @@ import structlog
 
 import runtime
 from runtime import wire
+from runtime.backend import Backend
 from runtime.errors import CallTimeout, ReceiveTimeout
 from runtime.errors import StartFailed as _RuntimeStartFailed
 from runtime.genserver import GenServer, Stop
@@ -317,6 +318,10 @@ async def _shutdown_child(pid: Pid, shutdown: ShutdownTimeout) -> ExitReason:
     return await _unlink_flush(pid, reason)
 
 
+def _no_clock() -> float:
+    raise RuntimeError("the supervisor has not started")
+
+
 def _make_rng(node: Node, pid: Pid) -> random.Random:
     return random.Random(f"{node.name}/{node.creation}/{pid.serial}")
 
@@ -371,6 +376,7 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
         self._token = 0
         self._log: Any = log
         self._stopped = False
+        self._now: Callable[[], float] = _no_clock  # the loop's clock, once running
 
     async def init(self) -> None:
         """Trap exits; bind the logger to the node, the pid and the registered name."""
@@ -383,6 +389,7 @@ class _SupervisorBase(GenServer, Generic[_K, _C]):
         if name is not None:
             context["supervisor_name"] = name
         self._log = Logger("regency", **context)
+        self._now = Backend.current().clock()
         if self._rng is None:
             self._rng = _make_rng(node, me)
 

@@ -169,7 +169,8 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
         child = _DChild(self._serial, spec, pid)
         self._children[child.key] = child
         self._by_pid[pid] = child.key
-        self._log.info("child_started", child_id=spec.id, pid=str(pid))
+        if self._log.enabled("info"):
+            self._log.info("child_started", child_id=spec.id, pid=str(pid))
         return pid
 
     def _remove(self, child: _DChild) -> None:
@@ -254,16 +255,18 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
             [state],
             ChildExited(state.id, reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         self._history = plan.history
+        log = self._log
         if plan.label in ("child_terminated", "reached_max_restart_intensity"):
-            self._log.error(
-                "child_terminated", child_id=spec.id, offender=spec.id, reason=str(reason)
-            )
-        else:
-            self._log.info("child_exited", child_id=spec.id, reason=str(reason))
+            if log.enabled("error"):
+                log.error(
+                    "child_terminated", child_id=spec.id, offender=spec.id, reason=str(reason)
+                )
+        elif log.enabled("info"):
+            log.info("child_exited", child_id=spec.id, reason=str(reason))
         if plan.shutdown_self is not None:
             self._log.error(
                 "reached_max_restart_intensity",
@@ -304,7 +307,8 @@ class _DynamicServer(_SupervisorBase[int, _DChild]):
             self._by_pid.pop(child.last_pid, None)
             child.pid = child.last_pid = pid
             self._by_pid[pid] = key
-            self._log.info("child_restarted", child_id=spec.id, pid=str(pid))
+            if self._log.enabled("info"):
+                self._log.info("child_restarted", child_id=spec.id, pid=str(pid))
 
 
 # -- starting ------------------------------------------------------------------------

@@ -207,6 +207,13 @@ class Plan:
     label: Label
 
 
+# Enum members bound once: reading one off its class costs a descriptor call each time.
+_TEMPORARY = Restart.TEMPORARY
+_ONE_FOR_ONE = Strategy.ONE_FOR_ONE
+_REST_FOR_ONE = Strategy.REST_FOR_ONE
+_ONE_FOR_ALL = Strategy.ONE_FOR_ALL
+
+
 class _Action(enum.Enum):
     RESTART = "restart"
     FORGET = "forget"
@@ -328,9 +335,10 @@ def _restart(
     label: Label,
 ) -> Plan:
     # ``restarts`` is oldest first and ``now`` never decreases: one bisect finds the
-    # first restart still inside the period, and the copy is a C-level slice.
+    # first restart still inside the period, and one C-level copy adds this one (a
+    # slice of the whole tuple is the tuple itself).
     kept = history.restarts[bisect.bisect_left(history.restarts, now - flags.period) :]
-    restarts = (*kept, now)
+    restarts = kept + (now,)  # noqa: RUF005 - one copy; (*kept, now) makes two
     history = History(restarts, history.backoff)  # attrs.evolve's introspection costs 4x
     if len(restarts) > flags.intensity:
         return Plan(
@@ -340,27 +348,31 @@ def _restart(
             label="reached_max_restart_intensity",
         )
 
-    match flags.strategy:
-        case Strategy.ONE_FOR_ONE:
-            affected = [index]
-        case Strategy.REST_FOR_ONE:
-            affected = list(range(index, len(children)))
-        case Strategy.ONE_FOR_ALL:
-            affected = list(range(len(children)))
-
-    bystanders = [children[i] for i in affected if i != index]
-    temporary = tuple(c.id for c in bystanders if c.restart is Restart.TEMPORARY)
-    delay, history = _backoff(children[index], history, now, rng)
+    exited = children[index]
+    strategy = flags.strategy
+    # The children the strategy restarts, in start order: [first, len(children)).
+    if strategy is _ONE_FOR_ONE:
+        delay, history = _backoff(exited, history, now, rng)
+        return Plan(delay=delay, start=(exited.id,), history=history, label=label)
+    if strategy is _REST_FOR_ONE:
+        first = index
+    elif strategy is _ONE_FOR_ALL:
+        first = 0
+    else:  # pragma: no cover - Strategy has the three
+        raise AssertionError(f"unhandled strategy {strategy!r}")
+    bystanders = [c for i, c in enumerate(children[first:], first) if i != index]
+    temporary = tuple(c.id for c in bystanders if c.restart is _TEMPORARY)
+    delay, history = _backoff(exited, history, now, rng)
     return Plan(
         stop=tuple(c.id for c in reversed(bystanders) if c.running),
         forget=temporary,
         delay=delay,
         start=tuple(
-            children[i].id
-            for i in affected
-            if i == index or children[i].restart is not Restart.TEMPORARY
+            c.id
+            for i, c in enumerate(children[first:], first)
+            if i == index or c.restart is not _TEMPORARY
         ),
-        history=history.forget(*temporary),
+        history=history.forget(*temporary) if temporary else history,
         label=label,
     )
 

@@ -160,14 +160,21 @@ SupRef: TypeAlias = Pid | str | Name
 class _Child(_ChildBase):
     """The supervisor's record of one child (mutable; private)."""
 
-    __slots__ = ()
+    __slots__ = ("_down", "_up")
 
     def __init__(self, spec: ChildSpec) -> None:
         super().__init__(spec, None)
+        # What decide() is told of it, running or not: made once, not on every exit.
+        self._up = ChildState.from_spec(spec, running=True)
+        self._down = ChildState.from_spec(spec, running=False)
 
     @property
     def running(self) -> bool:
         return self.pid is not None or self.pending is not None
+
+    def state(self) -> ChildState:
+        """The child as :func:`~supervisors.strategy.decide` sees it now."""
+        return self._up if self.pid is not None or self.pending is not None else self._down
 
 
 InitResult: TypeAlias = tuple[SupFlags, Sequence[ChildSpec]] | None
@@ -237,7 +244,8 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             self._log.info("child_ignored", child_id=spec.id)
         else:
             self._by_pid[pid] = spec.id
-            self._log.info(event, child_id=spec.id, pid=str(pid))
+            if self._log.enabled("info"):
+                self._log.info(event, child_id=spec.id, pid=str(pid))
         return pid
 
     # -- stop --------------------------------------------------------------------------
@@ -284,7 +292,7 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             states,
             ChildExited(id, msg.reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         await self._carry_out(plan, id, msg.reason)
@@ -304,24 +312,28 @@ class _SupervisorServer(_SupervisorBase[str, _Child]):
             states,
             ChildExited(msg.key, msg.reason),
             self._history,
-            anyio.current_time(),
+            self._now(),
             self._rng_(),
         )
         await self._carry_out(plan, msg.key, msg.reason)
 
     def _states(self) -> list[ChildState]:
-        return [ChildState.from_spec(c.spec, running=c.running) for c in self._children.values()]
+        return [c.state() for c in self._children.values()]
 
     async def _carry_out(self, plan: Plan, id: str, reason: ExitReason) -> None:
         """Carry out *plan* for the exit of child *id*, in Plan's documented order."""
         self._history = plan.history
+        log = self._log
         match plan.label:
             case "child_terminated" | "reached_max_restart_intensity":
-                self._log.error("child_terminated", child_id=id, offender=id, reason=str(reason))
+                if log.enabled("error"):
+                    log.error("child_terminated", child_id=id, offender=id, reason=str(reason))
             case "child_exited" | "auto_shutdown":
-                self._log.info("child_exited", child_id=id, reason=str(reason))
+                if log.enabled("info"):
+                    log.info("child_exited", child_id=id, reason=str(reason))
             case "stale_exit":
-                self._log.debug("stale_exit", child_id=id, reason=str(reason))
+                if log.enabled("debug"):
+                    log.debug("stale_exit", child_id=id, reason=str(reason))
         for stop_id in plan.stop:
             await self._stop_child(self._children[stop_id])
         for forget_id in plan.forget:

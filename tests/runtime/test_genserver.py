@@ -304,6 +304,169 @@ class TestLifecycle:
         run(scenario)
 
 
+class Quiet(GenServer):
+    """A server with no terminate callback; counts the casts it handles."""
+
+    async def init(self, log: list[Any]) -> None:
+        self.log = log
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+    async def handle_cast(self, msg: Any) -> None:
+        self.log.append(msg)
+
+
+class TestExitSignalToIdleServer:
+    """A server waiting for a message, with no terminate, ends when the signal is sent."""
+
+    def test_exit_and_wait_returns_the_reason_and_frees_the_name(self, run: Any) -> None:
+        """Its links, monitors and name see the end with the signal's reason."""
+
+        async def watcher(srv: runtime.Pid, got: list[Any]) -> None:
+            runtime.trap_exit(True)
+            runtime.link(srv)
+            ref = runtime.monitor(srv)
+            got.append(await runtime.exit_and_wait(srv, Shutdown("bye")))
+            got.append(runtime.whereis("quiet"))
+            got.append(await runtime.receive(lambda m: isinstance(m, runtime.Down), timeout=0))
+            got.append(await runtime.receive(lambda m: isinstance(m, runtime.Exit), timeout=0))
+            got.append(ref)
+
+        got: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, [], name="quiet")
+                node.spawn(watcher, srv, got)
+                await anyio.sleep(1)
+                assert not node.is_alive(srv)
+
+        run(scenario)
+        reason, name, down, exit_, ref = got
+        assert reason == Shutdown("bye")
+        assert name is None
+        assert down.ref == ref
+        assert down.reason == Shutdown("bye")
+        assert exit_.reason == Shutdown("bye")
+
+    def test_kill_ends_it_killed(self, run: Any) -> None:
+        """Kill() ends an idle server with Killed, as any other process."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, [])
+                assert await node.exit_and_wait(srv, runtime.Kill()) == runtime.Killed()
+                with pytest.raises(ServerExited) as info:
+                    await node.call(srv, "ping")
+                assert info.value.reason == NoProc()
+
+        run(scenario)
+
+    def test_signal_after_a_message_woke_it_still_ends_it(self, run: Any) -> None:
+        """A server woken by a cast, then signalled before it ran, ends with the signal."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Quiet, log)
+                node.cast(srv, "hello")
+                reason = await node.exit_and_wait(srv, Shutdown("bye"))
+                assert reason == Shutdown("bye")
+                assert not node.is_alive(srv)
+
+        run(scenario)
+        assert log in ([], ["hello"])
+
+    def test_terminate_still_runs_before_the_end_is_seen(self, run: Any) -> None:
+        """A server with terminate runs it before its monitor fires."""
+        log: list[Any] = []
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                srv = await node.start_server(Counter, 0, log)
+                assert await node.exit_and_wait(srv, Shutdown("bye")) == Shutdown("bye")
+                assert log == [("terminate", Shutdown("bye"))]
+
+        run(scenario)
+
+
+class Bare(GenServer):
+    """A server with GenServer's own init."""
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+
+class TestStartWithoutInit:
+    """A server without an init of its own has nothing to wait for at start."""
+
+    def test_init_has_run_when_start_returns(self, run: Any) -> None:
+        """With an init, start_server returns only after it ran in the new process."""
+        log: list[Any] = []
+
+        class Logged(Quiet):
+            async def init(self, log: list[Any]) -> None:
+                log.append("init")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                await node.start_server(Logged, log)
+                log.append("started")
+
+        run(scenario)
+        assert log == ["init", "started"]
+
+    def test_an_init_set_on_the_instance_is_waited_for(self, run: Any) -> None:
+        """An init given to the instance, not its class, still runs before start returns."""
+        log: list[Any] = []
+
+        async def init() -> None:
+            log.append("init")
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                server = Bare()
+                server.init = init  # type: ignore[method-assign]
+                await node.start_server(server)
+                log.append("started")
+
+        run(scenario)
+        assert log == ["init", "started"]
+
+    def test_a_server_without_init_is_named_linked_and_answers(self, run: Any) -> None:
+        """start_server returns the pid at once; the name and the link are already there."""
+        got: list[Any] = []
+
+        async def starter() -> None:
+            runtime.trap_exit(True)
+            pid = await runtime.start_server(Bare, link=True, name="bare")
+            got.append(runtime.whereis("bare") == pid)
+            got.append(await runtime.call("bare", "ping"))
+            runtime.send_exit(pid, runtime.Kill())
+            exit_ = await runtime.receive(lambda m: isinstance(m, runtime.Exit), timeout=1)
+            got.append(exit_.reason)
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                node.spawn(starter)
+                await anyio.sleep(1)
+
+        run(scenario)
+        assert got == [True, "ping", runtime.Killed()]
+
+    def test_killed_before_it_first_ran_is_an_exit_not_a_start_failure(self, run: Any) -> None:
+        """Its end right after the start is seen as an exit (as if init ran at once)."""
+
+        async def scenario() -> None:
+            async with Node("n1") as node:
+                pid = await node.start_server(Bare)
+                assert await node.exit_and_wait(pid, runtime.Kill()) == runtime.Killed()
+                assert not node.is_alive(pid)
+
+        run(scenario)
+
+
 class TestTimeouts:
     def test_earlier_deadline_added_later_fires_first(self) -> None:
         """Concurrent calls time out at their own deadlines, whatever order they started in."""

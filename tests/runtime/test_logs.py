@@ -56,3 +56,16 @@ def test_binds_once_while_the_configuration_stands() -> None:
     assert log._logger() is first
     structlog.configure(processors=[structlog.processors.KeyValueRenderer()])
     assert log._logger() is not first
+
+
+def test_enabled_says_whether_a_level_filter_drops_the_level() -> None:
+    """enabled() is False only for levels a filtering wrapper drops, and follows configure."""
+    log = Logger("regency")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    assert not log.enabled("debug")
+    assert not log.enabled("info")
+    assert log.enabled("error")
+    assert log.enabled("critical")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    assert log.enabled("debug")
+    assert log.enabled("info")
