@@ -171,22 +171,21 @@ class _ReplySlot(_Monitor, Parkable):
     def answer(self, value: object) -> None:
         """Answer the slot with *value* and wake its waiter, unless it is done already."""
         if not self.done:
-            self.done = True
             self.value = value
-            w = self._waiter
-            if w is not None:
-                self._waiter = None
-                self._backend.unpark(w)
+            self._finish()
 
     def fail(self, reason: ExitReason) -> None:
         """The server is gone (the call's monitor fired): wake the caller with *reason*."""
         if not self.done:
-            self.done = True
             self.reason = reason
-            w = self._waiter
-            if w is not None:
-                self._waiter = None
-                self._backend.unpark(w)
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done = True
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            self._backend.unpark(w)
 
 
 @final

@@ -48,17 +48,25 @@ async def _member(
     return node, dist
 
 
+async def _members(
+    stack: contextlib.AsyncExitStack, names: list[str]
+) -> list[tuple[Node, Distribution]]:
+    """A node per name on loopback, each knowing every other's address."""
+    members = [await _member(stack, n, names) for n in names]
+    for node, dist in members:
+        for other_node, other_dist in members:
+            if other_node is not node:
+                assert other_dist.address is not None
+                dist.add_peer(other_node.name, *other_dist.address)
+    return members
+
+
 @pytest.mark.slow
 async def test_three_members_elect_and_replicate_over_tcp(tmp_path: Any) -> None:
     """Three members connected by distribution elect one leader and apply the same log."""
     names = ["r1", "r2", "r3"]
     async with contextlib.AsyncExitStack() as stack:
-        members = [await _member(stack, n, names) for n in names]
-        for _node, dist in members:
-            for other_node, other_dist in members:
-                if other_node is not _node:
-                    assert other_dist.address is not None
-                    dist.add_peer(other_node.name, *other_dist.address)
+        members = await _members(stack, names)
         tg = await stack.enter_async_context(anyio.create_task_group())
         drivers: list[RaftDriver] = []
         logs: list[Log] = []
@@ -140,12 +148,7 @@ async def test_reset_connection_keeps_the_leader_and_a_lost_leader_is_replaced(
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     names = ["r1", "r2", "r3"]
     async with contextlib.AsyncExitStack() as stack:
-        members = [await _member(stack, n, names) for n in names]
-        for _node, dist in members:
-            for other_node, other_dist in members:
-                if other_node is not _node:
-                    assert other_dist.address is not None
-                    dist.add_peer(other_node.name, *other_dist.address)
+        members = await _members(stack, names)
         tg = await stack.enter_async_context(anyio.create_task_group())
         drivers: list[RaftDriver] = []
         for node, _dist in members:
