@@ -555,13 +555,7 @@ class Distribution:
                 except OverflowError:
                     raise ValueError(f"integer {msg} does not fit in 64 bits") from None
                 peer.run_n += 1
-                # One reduction: charged here while the budget lasts (as
-                # Node._budget_checkpoint charges it), there when it runs out.
-                mb = _mailbox_or_none()
-                if mb is not None and mb._budget > 1:
-                    mb._budget -= 1
-                    return DONE
-                return self.node._budget_checkpoint()
+                return self._charged()
         if type(to) is Pid:
             # A connected peer with room.
             peer = self._peers.get(to.node)
@@ -576,12 +570,18 @@ class Distribution:
                     self._put(peer, to, msg)
                     if conn._waiter is not None:
                         self._wake(peer, conn)
-                    mb = _mailbox_or_none()
-                    if mb is not None and mb._budget > 1:
-                        mb._budget -= 1
-                        return DONE
-                    return self.node._budget_checkpoint()
+                    return self._charged()
         return self._send_wait_slow(to, msg)
+
+    def _charged(self) -> Awaitable[None]:
+        """Charge the sender one reduction for a message sent at once: here while its
+        budget lasts (as ``Node._budget_checkpoint`` charges it), there when it runs out.
+        """
+        mb = _mailbox_or_none()
+        if mb is not None and mb._budget > 1:
+            mb._budget -= 1
+            return DONE
+        return self.node._budget_checkpoint()
 
     def _put(self, peer: _Peer, to: Pid | Name, msg: object) -> None:
         """Append a SEND of *msg* to *peer*'s buffer, to which the caller found room.

@@ -111,7 +111,7 @@ async def _serve(server: GenServer, args: tuple[Any, ...], ack: list[_ReplySlot]
     reason: ExitReason = NORMAL
     # With no terminate callback, nothing below runs user code on the way out: while
     # parked for a message the server is idle, and an exit signal may end it at once
-    # (see Node._end_idle).
+    # (see Node.exit).
     bare = type(server).terminate is _DEFAULT_TERMINATE
     try:
         while True:

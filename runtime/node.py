@@ -601,24 +601,19 @@ class Node:
                 idle = proc._idle and proc._pending is None and mb._waiter is not None
                 self._signal(proc, sender, reason, link=False)
                 # The signal ended an idle server: it rescheduled the parked task with
-                # the reason raised (trio); see _end_idle.
+                # the reason raised (trio).
                 if idle and proc._pending is not None and mb._waiter is None:
-                    self._end_idle(proc, proc._pending)
+                    # An idle GenServer (see ``Process._idle``) woken that way has
+                    # nothing left to run: its task only unwinds through the runtime's
+                    # own frames. Its end (links, monitors, name, report) is the same now
+                    # as when the task gets there, a scheduler pass or two later, and
+                    # Erlang allows it: a signal to a process waiting in ``receive``
+                    # takes effect at once. So the sender sees the end at once
+                    # (``exit_and_wait`` need not park), and the task, when it unwinds,
+                    # finds the process already ended (``_run``).
+                    self._exit(proc, proc._pending)
         elif self.remote is not None:
             self.remote.exit(sender, pid, reason, link=False)
-
-    def _end_idle(self, proc: Process, reason: ExitReason) -> None:
-        """End *proc* now: an exit signal just woke it, idle, with *reason* raised.
-
-        An idle GenServer (see ``Process._idle``) woken that way has nothing left to
-        run: its task only unwinds through the runtime's own frames. Its end (links,
-        monitors, name, report) is the same now as when the task gets there, a
-        scheduler pass or two later, and Erlang allows it: a signal to a process that
-        waits in ``receive`` takes effect at once. So the sender sees the end at once
-        (``exit_and_wait`` need not park), and the task, when it unwinds, finds the
-        process already ended.
-        """
-        self._exit(proc, reason)
 
     def set_trap_exit(self, pid: Pid, flag: bool) -> bool:
         """Set whether local *pid* traps exits; returns the old value."""
@@ -916,20 +911,8 @@ class Node:
 
     async def _budget_checkpoint(self) -> None:
         """Charge one reduction to the caller; yield when its budget is spent."""
-        proc = _current_process.get()
-        if proc is not None:
-            mb = proc.mailbox
-            mb._budget -= 1
-            if mb._budget > 0:
-                return
-            mb._budget = DEFAULT_BUDGET
-        else:
-            self._budget -= 1
-            if self._budget > 0:
-                return
-            self._budget = DEFAULT_BUDGET
-        assert self._backend is not None
-        await self._backend.checkpoint()
+        if self._charge():
+            await self._checkpoint()
 
     async def deliver(self, to: Pid | str, msg: object) -> None:
         """Deliver *msg* that arrived from another node, waiting while the mailbox is full.
@@ -1123,13 +1106,8 @@ class Node:
                     # stopping many in a row still yields now and then.
                     if self._charge():
                         await self._checkpoint()
-                else:  # _wait_slot's wait, without raising ServerExited for an end
-                    if timeout is not None:
-                        assert self._timeouts is not None
-                        self._timeouts.add(slot, self._now() + timeout)
-                    park = slot._backend.park
-                    while not slot.done:
-                        await park(slot)
+                else:  # the end is the slot's reason, not a ServerExited to catch
+                    await self._park_until_done(slot, timeout)
             finally:
                 self._unwatch(proc, slot)
             if slot.timed_out:
@@ -1180,15 +1158,19 @@ class Node:
         self._demonitor(ref, target, None)
 
     async def _wait_slot(self, slot: _ReplySlot, timeout: float | None) -> Any:
-        backend = self._backend
-        assert backend is not None
+        """The value *slot* is answered with, or the error that ended it."""
         if not slot.done:
-            if timeout is not None:
-                assert self._timeouts is not None
-                self._timeouts.add(slot, self._now() + timeout)
-            while not slot.done:
-                await backend.park(slot)
+            await self._park_until_done(slot, timeout)
         return _slot_outcome(slot, timeout)
+
+    async def _park_until_done(self, slot: _ReplySlot, timeout: float | None) -> None:
+        """Park until *slot* is done: answered, failed, or timed out after *timeout*."""
+        if timeout is not None:
+            assert self._timeouts is not None
+            self._timeouts.add(slot, self._now() + timeout)
+        park = slot._backend.park
+        while not slot.done:
+            await park(slot)
 
     def reply(self, to: From | Ref, value: object) -> None:
         """Reply to the call *to* (a GenServer's ``from_``, or its ref), from any process.
