@@ -214,6 +214,25 @@ async def _no_more() -> None:
     """Nothing between the signal and the wait for the Down."""
 
 
+def run_in_process(run: Any, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run *fn* as a process on a fresh node; return once it has returned (or failed)."""
+
+    async def scenario() -> None:
+        async with Node("n1") as node:
+            done = anyio.Event()
+
+            async def body() -> None:
+                try:
+                    await fn()
+                finally:
+                    done.set()
+
+            node.spawn(body)
+            await done.wait()
+
+    run(scenario)
+
+
 def exit_while_waiting(
     run: Any,
     body: Callable[[], Awaitable[None]],
@@ -223,7 +242,6 @@ def exit_while_waiting(
     """Spawn *body* monitored, send it the exit signal *reason* once it waits, await
     ``then(pid)``, and return the reason of its ``Down``."""
     got: list[Any] = []
-    done = anyio.Event()
 
     async def watcher() -> None:
         pid, _ = runtime.spawn_monitor(body)
@@ -231,14 +249,8 @@ def exit_while_waiting(
         runtime.send_exit(pid, reason)
         await then(pid)
         got.append((await runtime.receive()).reason)
-        done.set()
 
-    async def scenario() -> None:
-        async with Node("n1") as node:
-            node.spawn(watcher)
-            await done.wait()
-
-    run(scenario)
+    run_in_process(run, watcher)
     return got[0]
 
 
@@ -307,7 +319,6 @@ class TestExitAndWait:
     def test_returns_how_the_process_ended(self, run: Any) -> None:
         """The reason comes back once the process is gone; no message is left behind."""
         got: list[Any] = []
-        done = anyio.Event()
 
         async def caller() -> None:
             pid = runtime.spawn(idle)
@@ -318,20 +329,13 @@ class TestExitAndWait:
                 got.append(await runtime.receive(timeout=0))
             except runtime.ReceiveTimeout:
                 got.append("mailbox empty")
-            done.set()
 
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(caller)
-                await done.wait()
-
-        run(scenario)
+        run_in_process(run, caller)
         assert got == [Shutdown("stop"), False, NoProc(), "mailbox empty"]
 
     def test_times_out_on_a_process_that_traps_the_signal(self, run: Any) -> None:
         """A trapping process that does not end: CallTimeout, still alive; Kill ends it."""
         got: list[Any] = []
-        done = anyio.Event()
 
         async def stubborn() -> None:
             runtime.trap_exit()
@@ -347,14 +351,8 @@ class TestExitAndWait:
                 got.append("timed out")
             got.append(runtime.current_node().is_alive(pid))
             got.append(await runtime.exit_and_wait(pid, Kill()))
-            done.set()
 
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(caller)
-                await done.wait()
-
-        run(scenario)
+        run_in_process(run, caller)
         assert got == ["timed out", True, Killed()]
 
     def test_from_outside_any_process(self, run: Any) -> None:
@@ -587,7 +585,6 @@ class TestLinks:
     def test_linking_twice_is_one_link(self, run: Any) -> None:
         """A second link is a no-op: one Exit when the partner dies, one unlink undoes it."""
         got: list[Any] = []
-        done = anyio.Event()
 
         async def doomed() -> None:
             await runtime.receive()
@@ -612,14 +609,8 @@ class TestLinks:
                 got.append(await runtime.receive(timeout=1))
             except runtime.ReceiveTimeout:
                 got.append("unlinked")
-            done.set()
 
-        async def scenario() -> None:
-            async with Node("n1") as node:
-                node.spawn(parent)
-                await done.wait()
-
-        run(scenario)
+        run_in_process(run, parent)
         assert got == [True, "one exit only", "unlinked"]
 
 
