@@ -40,8 +40,8 @@ async def test_failed_dial_backs_off_then_retries() -> None:
             node.send(target, "again")
             assert peer.dialing
             with anyio.fail_after(10):
-                while peer.dialing:  # noqa: ASYNC110 - no event for the dial's end
-                    await anyio.sleep(0.01)
+                while peer.dialing:  # the layer's own event for a change of peer state
+                    await dist._changed(peer)
         failed = [e for e in logs if e["event"] == "connect_failed"]
         assert failed[0]["retry_in"] == REDIAL_MIN
         # the first failure is a warning; the same one again is only debug, and a dial
