@@ -66,6 +66,12 @@ Backpressure
     accepted is lost. Exit signals, monitors and replies bypass the buffer limit. The
     memory a peer costs is bounded by about twice ``max_buffer`` plus the kernel's
     socket buffers.
+
+Latency
+    For ``busy_wait`` seconds after a connection's last traffic, an idle node polls its
+    connections before its event loop sleeps (see :mod:`runtime.busywait`), as BEAM's
+    schedulers busy-wait before sleeping: the reply to a call just sent is read without
+    the wake-up of a sleeping process, which dominated a round trip on loopback.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ from anyio.streams.tls import TLSStream
 
 from . import wire
 from .backend import DONE, Backend, Parkable
+from .busywait import DEFAULT_BUSY_WAIT, BusyWait, busy_wait_for_run
 from .errors import AuthenticationFailed, PeerBusy, ProtocolError
 from .handshake import (
     HANDSHAKE_TIMEOUT,
@@ -272,10 +279,14 @@ class Distribution:
         registry: the message classes allowed on the wire (default: the global one);
             the runtime's own messages (``Call``, ``Cast``, ``Down``, ``Exit``) are added
             to it.
+        busy_wait: seconds, after a connection's last traffic, during which the event
+            loop polls the connections rather than sleep when it runs out of work, as
+            BEAM's schedulers busy-wait: a reply then costs no process wake-up. 0 turns
+            it off. On trio with more than one CPU (see :mod:`runtime.busywait`).
 
     Raises:
-        ValueError: *heartbeat_timeout* is not larger than *heartbeat_interval*, or the
-            secret is shorter than 16 bytes.
+        ValueError: *heartbeat_timeout* is not larger than *heartbeat_interval*, the
+            secret is shorter than 16 bytes, or *busy_wait* is negative.
     """
 
     def __init__(
@@ -291,7 +302,10 @@ class Distribution:
         ssl_context: ssl.SSLContext | None = None,
         client_ssl_context: ssl.SSLContext | None = None,
         registry: wire.Registry | None = None,
+        busy_wait: float = DEFAULT_BUSY_WAIT,
     ) -> None:
+        if not busy_wait >= 0:
+            raise ValueError(f"busy_wait must be 0 or more seconds, not {busy_wait!r}")
         if heartbeat_timeout <= heartbeat_interval:
             raise ValueError("heartbeat_timeout must be larger than heartbeat_interval")
         if len(secret) < 16:
@@ -303,6 +317,8 @@ class Distribution:
         self.connect_timeout = connect_timeout
         self.max_buffer = max_buffer
         self.max_frame = max_frame
+        self.busy_wait = busy_wait
+        self._busy: BusyWait | None = None
         # A run of several messages stays within 64 KiB (and max_frame): a peer whose
         # own max_frame is smaller but at least that still takes every frame we send,
         # as a message that could travel alone still travels alone.
@@ -347,6 +363,9 @@ class Distribution:
         if tg is None:
             raise RuntimeError("enter the node (async with) before starting distribution")
         await tg.start(self._run)  # type: ignore[attr-defined]
+        backend = self.node._backend
+        if self.busy_wait and backend is not None and backend.name == "trio":
+            self._busy = busy_wait_for_run()
         if listen is not None:
             try:
                 listener = await anyio.create_tcp_listener(
@@ -1103,6 +1122,13 @@ class Distribution:
         backend = self.node._backend
         assert backend is not None
         conn.sent_at = conn.received_at = backend.current_time()
+        busy = self._busy
+        fd = -1
+        if busy is not None:
+            with contextlib.suppress(anyio.TypedAttributeLookupError):
+                # A TLS stream's records arrive on the same socket.
+                fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+                busy.add(fd, conn, self.busy_wait)
         try:
             with conn.scope:
                 async with anyio.create_task_group() as tg:
@@ -1125,6 +1151,8 @@ class Distribution:
             if peer.conn is conn:
                 peer.conn = None
                 self._lost(peer, _describe(ended[0]) if ended else "closed")
+            if busy is not None:
+                busy.discard(fd)
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(stream)
 
@@ -1459,6 +1487,7 @@ def _address(stream: anyio.abc.SocketStream) -> str:
 
 
 __all__ = [
+    "DEFAULT_BUSY_WAIT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "DEFAULT_MAX_BUFFER",

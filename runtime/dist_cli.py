@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import structlog
 
+from .busywait import DEFAULT_BUSY_WAIT
 from .dist import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, Distribution
 from .genserver import GenServer
 from .handshake import load_secret
@@ -81,6 +82,17 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """A duration of 0 seconds or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
 def _load_app(spec: str) -> Any:
     module, sep, func = spec.partition(":")
     if not sep or not module or not func:
@@ -96,6 +108,7 @@ async def serve(args: argparse.Namespace, secret: bytes) -> None:
             secret=secret,
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_timeout,
+            busy_wait=args.busy_wait,
         ).start(listen=args.listen)
         await node.start_server(NodeService, node, dist, name="regency_node")
         assert dist.address is not None
@@ -135,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=DEFAULT_HEARTBEAT_TIMEOUT, help="seconds"
+    )
+    parser.add_argument(
+        "--busy-wait",
+        type=_seconds,
+        default=DEFAULT_BUSY_WAIT,
+        help="seconds to poll connections after traffic before sleeping (0: never)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

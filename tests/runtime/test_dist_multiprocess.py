@@ -146,3 +146,22 @@ async def test_sigstopped_peer_is_detected_by_heartbeat_and_recovers(tmp_path: P
             await parent.dist.wait_connected(CHILD)
             assert await parent.node.call(echo, ("echo", 2)) == 2
         assert proc.returncode is None
+
+
+async def test_replies_from_another_process_end_the_busy_wait(tmp_path: Path) -> None:
+    """With a busy-wait window longer than any reply takes, the caller's loop polls
+    after sending a call, and the reply's arrival ends the poll: the node read it
+    without sleeping. (The window is capped by the loop's next deadline, the 0.05 s
+    heartbeat, so one reply out of twenty within that suffices.)"""
+    async with AsyncExitStack() as stack:
+        _, address = await stack.enter_async_context(child_node(tmp_path / "child.log"))
+        parent = await start_member(stack, "parent@test", **FAST_HEARTBEAT, busy_wait=BOUND)
+        busy = parent.dist._busy
+        assert busy is not None
+        with anyio.fail_after(BOUND):
+            await parent.dist.connect(*address, name=CHILD)
+            echo = await parent.node.call(Name("echo", CHILD), "pid")
+            before = busy.answered
+            for i in range(20):
+                assert await parent.node.call(echo, ("echo", i)) == i
+        assert busy.answered > before
