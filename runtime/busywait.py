@@ -5,16 +5,20 @@ to a call just made, the next request of a client) is often a few tens of
 microseconds away. Blocking in the kernel's IO wait then costs the wake-up of a
 sleeping process, which on a virtual machine (a halted vCPU woken through the
 hypervisor) can take longer than the wait itself. So, for a short window after the
-last traffic of a connection, :class:`BusyWait` polls the connections' sockets instead
-of letting trio's loop block at once; it stops at the first readable socket, at the
-window's end, or when the loop's own timeout (its next deadline) comes first.
+last traffic of a connection, :class:`BusyWait` polls the loop's own IO wait (trio's
+epoll or kqueue descriptor, readable as soon as any event the loop waits for is ready:
+a socket, a worker thread's result, a signal) instead of letting trio block at once.
+The poll ends at the first ready event, at the window's end, or at the loop's own
+timeout (its next deadline), whichever comes first; then trio's wait returns at once or
+sleeps as it would have.
 
 It runs only when the loop has nothing else to do (trio calls ``before_io_wait`` with a
 timeout above zero only when no task is runnable), so it takes no time from work, only
 from idleness. One instance serves every distribution layer of a trio run. It is off
-where spinning would take the CPU from the very process it waits for (a single CPU),
-and on asyncio, which has no such hook. The cost is the CPU of the window after each
-burst of traffic; ``Distribution(busy_wait=0)`` turns it off.
+where spinning would take the CPU from the very process it waits for (a single CPU), on
+asyncio, which has no such hook, and where trio does not expose its IO wait's
+descriptor. The cost is the CPU of the window after each burst of traffic;
+``Distribution(busy_wait=0)`` (``regency node --busy-wait 0``) turns it off.
 """
 
 from __future__ import annotations
@@ -40,35 +44,34 @@ class Traffic(Protocol):
 
 
 class BusyWait(trio.abc.Instrument):
-    """Polls registered sockets for up to their window after their last traffic, each
-    time the trio loop is about to block in its IO wait."""
+    """Each time the trio loop is about to block in its IO wait, polls that wait's
+    descriptor *loop_fd* for up to the window of the watched connection whose traffic is
+    the most recent."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop_fd: int) -> None:
         self._poll = select.poll()
-        self._conns: dict[int, tuple[Traffic, float]] = {}
+        self._poll.register(loop_fd, select.POLLIN)
+        self._conns: dict[Traffic, float] = {}
         self._clock = trio.lowlevel.current_clock().current_time
         self.spins = 0
         """IO waits preceded by polling."""
         self.answered = 0
-        """Polls that ended because a socket became readable."""
+        """Polls that ended because an event was ready."""
 
-    def add(self, fd: int, conn: Traffic, window: float) -> None:
-        """Poll socket *fd* for up to *window* seconds after *conn*'s last traffic."""
-        if fd not in self._conns:
-            self._poll.register(fd, select.POLLIN)
-        self._conns[fd] = (conn, window)
+    def watch(self, conn: Traffic, window: float) -> None:
+        """Poll for up to *window* seconds after *conn*'s last traffic."""
+        self._conns[conn] = window
 
-    def discard(self, fd: int) -> None:
-        """Stop polling *fd* (before it is closed); nothing if it is not polled."""
-        if self._conns.pop(fd, None) is not None:
-            self._poll.unregister(fd)
+    def unwatch(self, conn: Traffic) -> None:
+        """Stop watching *conn*; nothing if it is not watched."""
+        self._conns.pop(conn, None)
 
     def before_io_wait(self, timeout: float) -> None:
         if timeout <= 0 or not self._conns:
             return
         now = self._clock()
         spin = 0.0
-        for conn, window in self._conns.values():
+        for conn, window in self._conns.items():
             last = conn.sent_at
             received = conn.received_at
             if last < received <= now:  # received_at is infinite while a chunk is handled
@@ -92,18 +95,38 @@ _RUN: Final = trio.lowlevel.RunVar[BusyWait | None]("regency_busy_wait")
 
 
 def busy_wait_for_run() -> BusyWait | None:
-    """This trio run's :class:`BusyWait`, installed on first use; None where it would not
-    help: a single CPU, or no ``select.poll``."""
+    """This trio run's :class:`BusyWait`, installed on first use; None where it cannot
+    help: a single CPU, no ``select.poll``, or no descriptor for trio's IO wait."""
     try:
         return _RUN.get()
     except LookupError:
         pass
     instance: BusyWait | None = None
-    if hasattr(select, "poll") and _cpus() > 1:
-        instance = BusyWait()
+    fd = _loop_fd()
+    if fd is not None and hasattr(select, "poll") and _cpus() > 1:
+        instance = BusyWait(fd)
         trio.lowlevel.add_instrument(instance)
     _RUN.set(instance)
     return instance
+
+
+def _loop_fd() -> int | None:
+    """The descriptor of this trio run's IO wait (epoll on Linux, kqueue on BSD and
+    macOS), which is readable once an event it waits for is ready; None if it has none.
+
+    trio does not publish it, so it is read from the run's IO manager, and a trio that
+    keeps it elsewhere makes this None (busy-waiting off), never an error; the tests
+    check that the trio in use exposes it.
+    """
+    runner = getattr(getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None), "runner", None)
+    manager = getattr(runner, "io_manager", None)
+    for attr in ("_epoll", "_kqueue"):
+        wait = getattr(manager, attr, None)
+        fileno = getattr(wait, "fileno", None)
+        if fileno is not None:
+            fd = fileno()
+            return fd if isinstance(fd, int) else None
+    return None
 
 
 def _cpus() -> int:

@@ -1123,12 +1123,8 @@ class Distribution:
         assert backend is not None
         conn.sent_at = conn.received_at = backend.current_time()
         busy = self._busy
-        fd = -1
         if busy is not None:
-            with contextlib.suppress(anyio.TypedAttributeLookupError):
-                # A TLS stream's records arrive on the same socket.
-                fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
-                busy.add(fd, conn, self.busy_wait)
+            busy.watch(conn, self.busy_wait)
         try:
             with conn.scope:
                 async with anyio.create_task_group() as tg:
@@ -1152,7 +1148,7 @@ class Distribution:
                 peer.conn = None
                 self._lost(peer, _describe(ended[0]) if ended else "closed")
             if busy is not None:
-                busy.discard(fd)
+                busy.unwatch(conn)
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(stream)
 

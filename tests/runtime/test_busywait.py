@@ -9,12 +9,15 @@ machine is. The multi-process test that shows it answering real replies is in
 from __future__ import annotations
 
 import math
+import select
 import socket
+import time
 from collections.abc import Iterator
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from runtime import busywait
 from runtime.busywait import BusyWait, busy_wait_for_run
@@ -22,7 +25,7 @@ from runtime.dist import Distribution
 from tests.runtime.dist_helpers import SECRET, cluster, wait_until
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Conn:
     """A connection's traffic times, as ``runtime.dist`` keeps them."""
 
@@ -34,93 +37,110 @@ class Conn:
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     a, b = socket.socketpair()
     with a, b:
+        a.setblocking(False)
         yield a, b
 
 
-def in_trio(fn: object) -> None:
-    """Run the synchronous *fn* inside a trio run (the instrument needs its clock)."""
-
-    async def main() -> None:
-        fn()  # type: ignore[operator]
-
-    trio.run(main)
+def busy() -> BusyWait:
+    """An instance on this run's IO wait, driven by the test (not installed)."""
+    fd = busywait._loop_fd()
+    assert fd is not None
+    return BusyWait(fd)
 
 
-def test_a_readable_socket_ends_the_poll(pair: tuple[socket.socket, socket.socket]) -> None:
+async def armed(nursery: trio.Nursery, sock: socket.socket) -> None:
+    """Have a task wait for *sock* to be readable, as a connection's reader does."""
+    nursery.start_soon(trio.lowlevel.wait_readable, sock)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_ready_socket_ends_the_poll(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
-
-    def check() -> None:
-        bw = BusyWait()
-        now = trio.current_time()
-        bw.add(a.fileno(), Conn(sent_at=now, received_at=now - 1), window=3600.0)
+    bw = busy()
+    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    bw.watch(conn, 60.0)
+    async with trio.open_nursery() as nursery:
+        await armed(nursery, a)
         b.send(b"x")
-        bw.before_io_wait(3600.0)  # would spin for an hour if readiness did not end it
+        bw.before_io_wait(60.0)  # would poll for a minute if the event did not end it
         assert (bw.spins, bw.answered) == (1, 1)
+    bw.unwatch(conn)
 
-    in_trio(check)
+
+async def test_a_worker_threads_result_ends_the_poll() -> None:
+    """Not only sockets: a thread reporting back (an fsync done) is an event too."""
+    bw = busy()
+    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    bw.watch(conn, 60.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, time.sleep, 0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        bw.before_io_wait(60.0)
+        assert (bw.spins, bw.answered) == (1, 1)
+    bw.unwatch(conn)
 
 
-def test_the_window_starts_at_the_latest_traffic(
+async def test_the_window_starts_at_the_latest_traffic(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
-
-    def check() -> None:
-        bw = BusyWait()
-        now = trio.current_time()
-        conn = Conn(sent_at=now - 10, received_at=now - 10)
-        bw.add(a.fileno(), conn, window=1.0)
+    bw = busy()
+    now = trio.current_time()
+    conn = Conn(sent_at=now - 10, received_at=now - 10)
+    bw.watch(conn, 1.0)
+    async with trio.open_nursery() as nursery:
+        await armed(nursery, a)
         b.send(b"x")
-        bw.before_io_wait(3600.0)  # the last traffic is 10 s old: no poll
+        bw.before_io_wait(60.0)  # the last traffic is 10 s old: no poll
         assert bw.spins == 0
-        conn.received_at = now  # just received: poll
-        bw.before_io_wait(3600.0)
+        conn.received_at = trio.current_time()  # just received: poll
+        bw.before_io_wait(60.0)
         assert (bw.spins, bw.answered) == (1, 1)
         conn.received_at = math.inf  # a chunk being handled is not traffic
-        bw.before_io_wait(3600.0)
+        bw.before_io_wait(60.0)
         assert bw.spins == 1
-
-    in_trio(check)
-
-
-def test_no_poll_when_the_loop_has_work_or_nothing_is_registered(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    a, b = pair
-
-    def check() -> None:
-        bw = BusyWait()
-        now = trio.current_time()
-        b.send(b"x")
-        bw.before_io_wait(3600.0)  # nothing registered
-        bw.add(a.fileno(), Conn(sent_at=now, received_at=now), window=3600.0)
-        bw.before_io_wait(0.0)  # runnable tasks: the loop does not wait
-        assert bw.spins == 0
-        bw.discard(a.fileno())
-        bw.discard(a.fileno())  # twice is harmless
-        bw.before_io_wait(3600.0)
-        assert bw.spins == 0
-
-    in_trio(check)
+    bw.unwatch(conn)
 
 
-def test_the_poll_ends_at_the_loop_timeout_or_the_window(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    """Nothing arrives: the poll ends by itself (the test would hang otherwise)."""
-    a, _ = pair
+async def test_no_poll_when_the_loop_has_work_or_nothing_is_watched() -> None:
+    bw = busy()
+    bw.before_io_wait(60.0)  # nothing watched
+    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    bw.watch(conn, 60.0)
+    bw.before_io_wait(0.0)  # runnable tasks: the loop does not wait
+    assert bw.spins == 0
+    bw.unwatch(conn)
+    bw.unwatch(conn)  # twice is harmless
+    bw.before_io_wait(60.0)
+    assert bw.spins == 0
 
-    def check() -> None:
-        bw = BusyWait()
-        now = trio.current_time()
-        bw.add(a.fileno(), Conn(sent_at=now, received_at=now), window=3600.0)
-        bw.before_io_wait(0.001)  # the loop's next deadline comes first
-        bw.discard(a.fileno())
-        bw.add(a.fileno(), Conn(sent_at=trio.current_time(), received_at=now), window=0.001)
-        bw.before_io_wait(3600.0)  # the window ends first
-        assert (bw.spins, bw.answered) == (2, 0)
 
-    in_trio(check)
+async def test_the_poll_ends_at_the_loop_timeout_or_the_window() -> None:
+    """Nothing is ready: the poll ends by itself (the test would take minutes otherwise)."""
+    bw = busy()
+    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    bw.watch(conn, 60.0)
+    bw.before_io_wait(0.001)  # the loop's next deadline comes first
+    bw.watch(conn, 0.001)
+    conn.sent_at = trio.current_time()
+    bw.before_io_wait(60.0)  # the window ends first
+    assert (bw.spins, bw.answered) == (2, 0)
+    bw.unwatch(conn)
+
+
+@pytest.mark.skipif(
+    not hasattr(select, "epoll") and not hasattr(select, "kqueue"), reason="no epoll or kqueue"
+)
+def test_trio_exposes_its_io_wait() -> None:
+    """Busy-waiting needs the descriptor of trio's IO wait, which trio keeps private:
+    a trio release that moves it turns busy-waiting off, and fails this test."""
+    fds: list[int | None] = []
+
+    async def main() -> None:
+        fds.append(busywait._loop_fd())
+
+    trio.run(main)
+    assert isinstance(fds[0], int)
 
 
 def test_one_instance_per_run_and_none_on_a_single_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,6 +150,7 @@ def test_one_instance_per_run_and_none_on_a_single_cpu(monkeypatch: pytest.Monke
         seen.append(busy_wait_for_run())
         seen.append(busy_wait_for_run())
 
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)  # whatever this machine has
     trio.run(main)
     trio.run(main)
     assert seen[0] is not None
@@ -151,9 +172,9 @@ async def test_a_negative_window_is_refused(bad: float) -> None:
             Distribution(node, secret=SECRET, busy_wait=bad)
 
 
-async def test_connections_are_polled_while_they_last() -> None:
-    """Each end of a connection registers its socket, and unregisters it when it ends;
-    ``busy_wait=0`` registers nothing."""
+async def test_connections_are_watched_while_they_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each end of a connection is watched until it ends; ``busy_wait=0`` watches none."""
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)
     async with cluster("a", "b") as (a, b):
         bw = busy_wait_for_run()
         assert bw is not None

@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime
-from runtime import Down, Exit, ServerExited
+from runtime import Down, Exit, ServerExited, busywait
 from runtime.pid import Name, Pid
 from runtime.reasons import NoConnection
 from tests.runtime.dist_helpers import (
@@ -148,11 +148,14 @@ async def test_sigstopped_peer_is_detected_by_heartbeat_and_recovers(tmp_path: P
         assert proc.returncode is None
 
 
-async def test_replies_from_another_process_end_the_busy_wait(tmp_path: Path) -> None:
+async def test_replies_from_another_process_end_the_busy_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a busy-wait window longer than any reply takes, the caller's loop polls
     after sending a call, and the reply's arrival ends the poll: the node read it
     without sleeping. (The window is capped by the loop's next deadline, the 0.05 s
     heartbeat, so one reply out of twenty within that suffices.)"""
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)  # on by default with two CPUs or more
     async with AsyncExitStack() as stack:
         _, address = await stack.enter_async_context(child_node(tmp_path / "child.log"))
         parent = await start_member(stack, "parent@test", **FAST_HEARTBEAT, busy_wait=BOUND)
