@@ -57,7 +57,8 @@ from benchmarks.peers.transport_child import (
     secret,
 )
 from benchmarks.peers.transport_peers import ChildServer, erlang_worker
-from runtime.dist import DEFAULT_BUSY_WAIT, DEFAULT_MAX_BUFFER, Distribution
+from runtime.busywait import default_busy_wait
+from runtime.dist import DEFAULT_MAX_BUFFER, Distribution
 
 __all__ = [
     "FLUSH_AT",
@@ -282,7 +283,7 @@ def build_cases(sizes: Sizes, servers: Servers) -> list[Case]:
         "message": "int",
         "floor_flush_bytes": FLUSH_AT,
         "max_buffer": DEFAULT_MAX_BUFFER,
-        "busy_wait_s": DEFAULT_BUSY_WAIT,
+        "busy_wait_s": default_busy_wait(),
     }
     one_way = Case(
         metrics=(Metric("one_way_throughput", "msg/s", "higher"),),

@@ -10,7 +10,8 @@ epoll or kqueue descriptor, readable as soon as any event the loop waits for is 
 a socket, a worker thread's result, a signal) instead of letting trio block at once.
 The poll ends at the first ready event, at the window's end, or at the loop's own
 timeout (its next deadline), whichever comes first; then trio's wait returns at once or
-sleeps as it would have.
+sleeps as it would have. Between two polls it yields the CPU (``sched_yield``), so a
+process or thread that is waiting for this CPU runs first.
 
 It runs only when the loop has nothing else to do (trio calls ``before_io_wait`` with a
 timeout above zero only when no task is runnable), so it takes no time from work, only
@@ -18,11 +19,13 @@ from idleness. One instance serves every distribution layer of a trio run. It is
 where spinning would take the CPU from the very process it waits for (a single CPU), on
 asyncio, which has no such hook, and where trio does not expose its IO wait's
 descriptor. The cost is the CPU of the window after each burst of traffic;
-``Distribution(busy_wait=0)`` (``regency node --busy-wait 0``) turns it off.
+``Distribution(busy_wait=0)``, ``regency node --busy-wait 0`` or the environment
+variable ``REGENCY_BUSY_WAIT=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import time
@@ -30,10 +33,32 @@ from typing import Final, Protocol
 
 import trio
 
-__all__ = ["DEFAULT_BUSY_WAIT", "BusyWait", "busy_wait_for_run"]
+__all__ = ["DEFAULT_BUSY_WAIT", "ENV_VAR", "BusyWait", "busy_wait_for_run", "default_busy_wait"]
 
 DEFAULT_BUSY_WAIT: Final = 0.0005
-"""Seconds a node polls its connections after their last traffic before it sleeps."""
+"""Seconds a node polls after its connections' last traffic before it sleeps."""
+
+ENV_VAR: Final = "REGENCY_BUSY_WAIT"
+"""The environment variable that, when set, replaces :data:`DEFAULT_BUSY_WAIT`."""
+
+
+def default_busy_wait() -> float:
+    """The busy-wait window of a distribution layer not given one: ``REGENCY_BUSY_WAIT``
+    (seconds) if set, else :data:`DEFAULT_BUSY_WAIT`.
+
+    Raises:
+        ValueError: the variable is not a number of seconds, 0 or more.
+    """
+    text = os.environ.get(ENV_VAR)
+    if text is None:
+        return DEFAULT_BUSY_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:
+        raise ValueError(f"{ENV_VAR} must be 0 or more seconds, not {text!r}")
+    return value
 
 
 class Traffic(Protocol):
@@ -85,9 +110,11 @@ class BusyWait(trio.abc.Instrument):
         clock = time.perf_counter
         end = clock() + min(spin, timeout)
         poll = self._poll.poll
+        yield_cpu = _yield_cpu
         while not poll(0):
             if clock() >= end:
                 return
+            yield_cpu()
         self.answered += 1
 
 
@@ -127,6 +154,16 @@ def _loop_fd() -> int | None:
             fd = fileno()
             return fd if isinstance(fd, int) else None
     return None
+
+
+def _no_yield() -> None:
+    pass
+
+
+# After each empty poll the CPU goes to any process or thread waiting for it: with more
+# busy processes than CPUs (a Raft group and its client on two), polling without this
+# took the CPU from the very processes whose answers it waited for.
+_yield_cpu: Final = getattr(os, "sched_yield", _no_yield)
 
 
 def _cpus() -> int:

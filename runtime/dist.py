@@ -91,7 +91,7 @@ from anyio.streams.tls import TLSStream
 
 from . import wire
 from .backend import DONE, Backend, Parkable
-from .busywait import DEFAULT_BUSY_WAIT, BusyWait, busy_wait_for_run
+from .busywait import DEFAULT_BUSY_WAIT, BusyWait, busy_wait_for_run, default_busy_wait
 from .errors import AuthenticationFailed, PeerBusy, ProtocolError
 from .handshake import (
     HANDSHAKE_TIMEOUT,
@@ -282,11 +282,14 @@ class Distribution:
         busy_wait: seconds, after a connection's last traffic, during which the event
             loop polls the connections rather than sleep when it runs out of work, as
             BEAM's schedulers busy-wait: a reply then costs no process wake-up. 0 turns
-            it off. On trio with more than one CPU (see :mod:`runtime.busywait`).
+            it off; None takes ``REGENCY_BUSY_WAIT`` from the environment, else
+            :data:`DEFAULT_BUSY_WAIT` (0.5 ms). On trio with more than one CPU (see
+            :mod:`runtime.busywait`).
 
     Raises:
         ValueError: *heartbeat_timeout* is not larger than *heartbeat_interval*, the
-            secret is shorter than 16 bytes, or *busy_wait* is negative.
+            secret is shorter than 16 bytes, or *busy_wait* (or ``REGENCY_BUSY_WAIT``)
+            is not 0 or more seconds.
     """
 
     def __init__(
@@ -302,9 +305,11 @@ class Distribution:
         ssl_context: ssl.SSLContext | None = None,
         client_ssl_context: ssl.SSLContext | None = None,
         registry: wire.Registry | None = None,
-        busy_wait: float = DEFAULT_BUSY_WAIT,
+        busy_wait: float | None = None,
     ) -> None:
-        if not busy_wait >= 0:
+        if busy_wait is None:
+            busy_wait = default_busy_wait()
+        elif not busy_wait >= 0:
             raise ValueError(f"busy_wait must be 0 or more seconds, not {busy_wait!r}")
         if heartbeat_timeout <= heartbeat_interval:
             raise ValueError("heartbeat_timeout must be larger than heartbeat_interval")

@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 import structlog
 
-from .busywait import DEFAULT_BUSY_WAIT
+from .busywait import DEFAULT_BUSY_WAIT, default_busy_wait
 from .dist import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, Distribution
 from .genserver import GenServer
 from .handshake import load_secret
@@ -152,13 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--busy-wait",
         type=_seconds,
-        default=DEFAULT_BUSY_WAIT,
-        help="seconds to poll connections after traffic before sleeping (0: never)",
+        default=None,
+        help="seconds to poll after the connections' traffic before sleeping (0: never; "
+        f"default: $REGENCY_BUSY_WAIT, else {DEFAULT_BUSY_WAIT})",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         secret = load_secret(path=args.secret_file)
+        if args.busy_wait is None:
+            args.busy_wait = default_busy_wait()
     except (ValueError, OSError) as e:
         print(f"regency node: {e}", file=sys.stderr)
         return 2

@@ -163,6 +163,33 @@ def test_one_instance_per_run_and_none_on_a_single_cpu(monkeypatch: pytest.Monke
     assert seen == [None, None]
 
 
+def test_the_default_window_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REGENCY_BUSY_WAIT", raising=False)
+    assert busywait.default_busy_wait() == busywait.DEFAULT_BUSY_WAIT
+    monkeypatch.setenv("REGENCY_BUSY_WAIT", "0.002")
+    assert busywait.default_busy_wait() == 0.002
+    monkeypatch.setenv("REGENCY_BUSY_WAIT", "0")
+    assert busywait.default_busy_wait() == 0
+    for bad in ("-1", "nan", "fast", ""):
+        monkeypatch.setenv("REGENCY_BUSY_WAIT", bad)
+        with pytest.raises(ValueError, match="REGENCY_BUSY_WAIT must be 0 or more seconds"):
+            busywait.default_busy_wait()
+
+
+async def test_a_distribution_without_a_window_takes_the_environments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtime import Node
+
+    monkeypatch.setenv("REGENCY_BUSY_WAIT", "0")
+    async with Node("n") as node:
+        assert Distribution(node, secret=SECRET).busy_wait == 0
+        assert Distribution(node, secret=SECRET, busy_wait=0.001).busy_wait == 0.001
+        monkeypatch.setenv("REGENCY_BUSY_WAIT", "-1")
+        with pytest.raises(ValueError, match="REGENCY_BUSY_WAIT"):
+            Distribution(node, secret=SECRET)
+
+
 @pytest.mark.parametrize("bad", [-0.001, math.nan])
 async def test_a_negative_window_is_refused(bad: float) -> None:
     from runtime import Node

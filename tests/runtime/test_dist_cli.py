@@ -27,6 +27,15 @@ def test_a_bad_busy_wait_is_refused_before_anything_starts(
     assert "--busy-wait: expected 0 or more seconds" in capsys.readouterr().err
 
 
+def test_a_bad_busy_wait_in_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGENCY_SECRET", SECRET.decode())
+    monkeypatch.setenv("REGENCY_BUSY_WAIT", "-1")
+    assert dist_cli.main(["--name", "n"]) == 2
+    assert "REGENCY_BUSY_WAIT must be 0 or more seconds, not '-1'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 async def test_a_node_serves_until_sigterm() -> None:
     """The node prints where it listens, answers a ping, and stops on SIGTERM with 0."""
