@@ -5,7 +5,8 @@ to a call just made, the next request of a client) is often a few tens of
 microseconds away. Blocking in the kernel's IO wait then costs the wake-up of a
 sleeping process, which on a virtual machine (a halted vCPU woken through the
 hypervisor) can take longer than the wait itself. So, for a short window after the
-last traffic of a connection, :class:`BusyWait` polls the loop's own IO wait (trio's
+last traffic of a connection (heartbeats aside: an idle cluster does not spin),
+:class:`BusyWait` polls the loop's own IO wait (trio's
 epoll or kqueue descriptor, readable as soon as any event the loop waits for is ready:
 a socket, a worker thread's result, a signal) instead of letting trio block at once.
 The poll ends at the first ready event, at the window's end, or at the loop's own
@@ -62,10 +63,10 @@ def default_busy_wait() -> float:
 
 
 class Traffic(Protocol):
-    """When a connection last sent and received (the event loop's clock)."""
+    """When a connection last sent or received anything but a heartbeat (the event
+    loop's clock): an idle connection's heartbeats do not start a window."""
 
-    sent_at: float
-    received_at: float
+    active_at: float
 
 
 class BusyWait(trio.abc.Instrument):
@@ -97,11 +98,7 @@ class BusyWait(trio.abc.Instrument):
         now = self._clock()
         spin = 0.0
         for conn, window in self._conns.items():
-            last = conn.sent_at
-            received = conn.received_at
-            if last < received <= now:  # received_at is infinite while a chunk is handled
-                last = received
-            left = last + window - now
+            left = conn.active_at + window - now
             if left > spin:
                 spin = left
         if spin <= 0:

@@ -145,6 +145,8 @@ REDIAL_MAX: Final = 2.0
 
 _REDIAL_PAUSE: Final = 0.05  # seconds wait_connected waits after a failed attempt
 _FOREVER: Final = float("inf")
+_HEARTBEAT: Final = wire.FrameEncoder(wire.Registry()).encode(wire.Heartbeat())
+"""A heartbeat's frame: the same bytes on every connection."""
 
 
 @final
@@ -159,10 +161,20 @@ class _Room(Parkable):
 
 @final
 class _Conn(Parkable):
-    """One live connection: its cancel scope, where its idle writer parks, and when it
-    last sent and received (read by its watchdog)."""
+    """One live connection: its cancel scope, where its idle writer parks, when it last
+    sent and received (read by its watchdog), and when it last carried anything but a
+    heartbeat (read by the busy-wait)."""
 
-    __slots__ = ("_waiter", "dialled", "direct", "received_at", "scope", "sent_at", "sock")
+    __slots__ = (
+        "_waiter",
+        "active_at",
+        "dialled",
+        "direct",
+        "received_at",
+        "scope",
+        "sent_at",
+        "sock",
+    )
 
     def __init__(self, dialled: bool) -> None:
         self._waiter: Any = None
@@ -170,6 +182,7 @@ class _Conn(Parkable):
         self.dialled = dialled  # True if this node opened it
         self.sent_at = 0.0
         self.received_at = 0.0
+        self.active_at = 0.0
         # The non-blocking socket of a plain TCP connection on trio (else None), and
         # whether a reply may be written to it directly (see Distribution._reply_now).
         self.sock: Any = None
@@ -853,7 +866,7 @@ class Distribution:
             peer._buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
-            conn.sent_at = self.node._now()  # the loop's clock, bound: one call
+            conn.sent_at = conn.active_at = self.node._now()  # the loop's clock: one call
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1126,7 +1139,7 @@ class Distribution:
         decoder = wire.FrameDecoder(self._registry, max_frame=self.max_frame)
         backend = self.node._backend
         assert backend is not None
-        conn.sent_at = conn.received_at = backend.current_time()
+        conn.sent_at = conn.received_at = conn.active_at = backend.current_time()
         busy = self._busy
         if busy is not None:
             busy.watch(conn, self.busy_wait)
@@ -1194,6 +1207,7 @@ class Distribution:
         clock = backend.current_time
         send = _stream_io(stream, backend)[0]
         conn.sock = _raw_socket(stream, backend)
+        heartbeat = _HEARTBEAT
         while True:
             if peer.run_to is not None:  # as peer.buf does, with a call less
                 peer.end_run()
@@ -1208,6 +1222,8 @@ class Distribution:
             # The buffer was swapped out, so nothing appends to *data* while it is sent.
             await send(data)
             conn.sent_at = clock()
+            if data != heartbeat:  # a heartbeat says nothing of what comes next
+                conn.active_at = conn.sent_at
             if self._drained is not None and not peer.buf:
                 self._check_drained()
 
@@ -1223,7 +1239,7 @@ class Distribution:
         clock = backend.current_time
         interval = self.heartbeat_interval
         timeout = self.heartbeat_timeout
-        heartbeat = peer.encoder.encode(wire.Heartbeat())
+        heartbeat = _HEARTBEAT
         while True:
             now = clock()
             if now - conn.received_at >= timeout:
@@ -1257,6 +1273,7 @@ class Distribution:
         assert backend is not None
         clock = node._now  # the loop's clock, bound: one call per chunk
         receive = _stream_io(stream, backend)[1]
+        heartbeat = _HEARTBEAT
         feed = decoder.feed_runs
         send_op = wire.Send
         send_run = wire.SendRun
@@ -1315,6 +1332,8 @@ class Distribution:
                     else:
                         self._dispatch(peer, op)
                 conn.received_at = clock()
+                if data != heartbeat:  # a heartbeat says nothing of what comes next
+                    conn.active_at = conn.received_at
             try:
                 data = await receive(_READ_SIZE)
                 conn.direct = conn.sock is not None

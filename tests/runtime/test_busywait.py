@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+import anyio
 import attrs
 import pytest
 import trio
@@ -22,15 +23,15 @@ import trio.testing
 from runtime import busywait
 from runtime.busywait import BusyWait, busy_wait_for_run
 from runtime.dist import Distribution
-from tests.runtime.dist_helpers import SECRET, cluster, wait_until
+from runtime.pid import Name
+from tests.runtime.dist_helpers import BOUND, SECRET, Echo, cluster, wait_until
 
 
 @attrs.define(eq=False)
 class Conn:
-    """A connection's traffic times, as ``runtime.dist`` keeps them."""
+    """A connection's last traffic, as ``runtime.dist`` keeps it."""
 
-    sent_at: float
-    received_at: float
+    active_at: float
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ async def armed(nursery: trio.Nursery, sock: socket.socket) -> None:
 async def test_a_ready_socket_ends_the_poll(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     bw = busy()
-    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    conn = Conn(active_at=trio.current_time())
     bw.watch(conn, 60.0)
     async with trio.open_nursery() as nursery:
         await armed(nursery, a)
@@ -70,7 +71,7 @@ async def test_a_ready_socket_ends_the_poll(pair: tuple[socket.socket, socket.so
 async def test_a_worker_threads_result_ends_the_poll() -> None:
     """Not only sockets: a thread reporting back (an fsync done) is an event too."""
     bw = busy()
-    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    conn = Conn(active_at=trio.current_time())
     bw.watch(conn, 60.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.to_thread.run_sync, time.sleep, 0.01)
@@ -86,26 +87,23 @@ async def test_the_window_starts_at_the_latest_traffic(
     a, b = pair
     bw = busy()
     now = trio.current_time()
-    conn = Conn(sent_at=now - 10, received_at=now - 10)
+    conn = Conn(active_at=now - 10)
     bw.watch(conn, 1.0)
     async with trio.open_nursery() as nursery:
         await armed(nursery, a)
         b.send(b"x")
         bw.before_io_wait(60.0)  # the last traffic is 10 s old: no poll
         assert bw.spins == 0
-        conn.received_at = trio.current_time()  # just received: poll
+        conn.active_at = trio.current_time()  # just sent or received: poll
         bw.before_io_wait(60.0)
         assert (bw.spins, bw.answered) == (1, 1)
-        conn.received_at = math.inf  # a chunk being handled is not traffic
-        bw.before_io_wait(60.0)
-        assert bw.spins == 1
     bw.unwatch(conn)
 
 
 async def test_no_poll_when_the_loop_has_work_or_nothing_is_watched() -> None:
     bw = busy()
     bw.before_io_wait(60.0)  # nothing watched
-    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    conn = Conn(active_at=trio.current_time())
     bw.watch(conn, 60.0)
     bw.before_io_wait(0.0)  # runnable tasks: the loop does not wait
     assert bw.spins == 0
@@ -118,11 +116,11 @@ async def test_no_poll_when_the_loop_has_work_or_nothing_is_watched() -> None:
 async def test_the_poll_ends_at_the_loop_timeout_or_the_window() -> None:
     """Nothing is ready: the poll ends by itself (the test would take minutes otherwise)."""
     bw = busy()
-    conn = Conn(sent_at=trio.current_time(), received_at=0.0)
+    conn = Conn(active_at=trio.current_time())
     bw.watch(conn, 60.0)
     bw.before_io_wait(0.001)  # the loop's next deadline comes first
     bw.watch(conn, 0.001)
-    conn.sent_at = trio.current_time()
+    conn.active_at = trio.current_time()
     bw.before_io_wait(60.0)  # the window ends first
     assert (bw.spins, bw.answered) == (2, 0)
     bw.unwatch(conn)
@@ -214,3 +212,26 @@ async def test_connections_are_watched_while_they_last(monkeypatch: pytest.Monke
             assert len(bw._conns) == 2
         b.dist.close()
         await wait_until(lambda: not bw._conns)
+
+
+async def test_heartbeats_do_not_start_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call is traffic on both ends of its connection; heartbeats, which flow while it
+    is idle, are not: an idle cluster does not spin."""
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)
+    async with cluster("a", "b", heartbeat_interval=0.005, heartbeat_timeout=5.0) as (a, b):
+        await b.node.start_server(Echo, name="echo")
+        ends = [a.dist._peers["b"].conn, b.dist._peers["a"].conn]
+        assert ends[0] is not None
+        assert ends[1] is not None
+        before = [conn.active_at for conn in ends]
+        with anyio.fail_after(BOUND):
+            assert await a.node.call(Name("echo", "b"), ("echo", 1)) == 1
+        called = [conn.active_at for conn in ends]
+        assert called[0] > before[0]
+        assert called[1] > before[1]
+        heard = [conn.received_at for conn in ends]
+        # Several heartbeats each way, and nothing else.
+        await wait_until(
+            lambda: all(c.received_at > h + 0.05 for c, h in zip(ends, heard, strict=True))
+        )
+        assert [conn.active_at for conn in ends] == called
