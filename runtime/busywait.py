@@ -64,25 +64,46 @@ def default_busy_wait() -> float:
 
 class Traffic(Protocol):
     """When a connection last sent or received anything but a heartbeat (the event
-    loop's clock): an idle connection's heartbeats do not start a window."""
+    loop's clock; an idle connection's heartbeats do not start a window), whether that
+    traffic was sent, and when it last received anything (infinite while it handles
+    what it received)."""
 
     active_at: float
+    active_out: bool
+    received_at: float
 
 
 class BusyWait(trio.abc.Instrument):
     """Each time the trio loop is about to block in its IO wait, polls that wait's
     descriptor *loop_fd* for up to the window of the watched connection whose traffic is
-    the most recent."""
+    the most recent.
+
+    It polls only where polling pays, learnt per way of that last traffic: after
+    sending (a call made, a reply given) and after receiving. A poll that the window
+    ends, with nothing ready, stops polling that way; the next time it would poll it
+    sleeps instead, and if the traffic that wakes it came within the window (a poll
+    would have caught it), polling that way resumes. So a client's node keeps polling
+    for replies, and a server's node whose next request comes much later stops polling
+    after each reply. Without this, a window wasted after every reply cost its CPU for
+    nothing, and on this project's virtual machine made calls 2 ms apart slower, not
+    faster (p50 566 us against 397 us without busy-waiting).
+    """
 
     def __init__(self, loop_fd: int) -> None:
         self._poll = select.poll()
         self._poll.register(loop_fd, select.POLLIN)
         self._conns: dict[Traffic, float] = {}
         self._clock = trio.lowlevel.current_clock().current_time
+        # Per way of the last traffic (True: sent): whether to poll after it.
+        self._polls = {False: True, True: True}
+        # A wait not polled: its way, its start and the end of the window it skipped.
+        self._skipped: tuple[bool, float, float] | None = None
         self.spins = 0
         """IO waits preceded by polling."""
         self.answered = 0
         """Polls that ended because an event was ready."""
+        self.skipped = 0
+        """IO waits within a window that were not polled: that way's polls had failed."""
 
     def watch(self, conn: Traffic, window: float) -> None:
         """Poll for up to *window* seconds after *conn*'s last traffic."""
@@ -96,12 +117,27 @@ class BusyWait(trio.abc.Instrument):
         if timeout <= 0 or not self._conns:
             return
         now = self._clock()
+        skipped = self._skipped
+        if skipped is not None:
+            self._skipped = None
+            way, start, end = skipped
+            for conn in self._conns:
+                if start < conn.received_at < end:  # a poll would have caught it
+                    self._polls[way] = True
+                    break
         spin = 0.0
+        latest: Traffic | None = None
         for conn, window in self._conns.items():
             left = conn.active_at + window - now
             if left > spin:
                 spin = left
-        if spin <= 0:
+                latest = conn
+        if latest is None:
+            return
+        out = latest.active_out
+        if not self._polls[out]:
+            self.skipped += 1
+            self._skipped = (out, now, now + spin)
             return
         self.spins += 1
         clock = time.perf_counter
@@ -110,6 +146,8 @@ class BusyWait(trio.abc.Instrument):
         yield_cpu = _yield_cpu
         while not poll(0):
             if clock() >= end:
+                if spin <= timeout:  # the window ended, not the loop's wait (a timer)
+                    self._polls[out] = False
                 return
             yield_cpu()
         self.answered += 1

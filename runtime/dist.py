@@ -162,12 +162,13 @@ class _Room(Parkable):
 @final
 class _Conn(Parkable):
     """One live connection: its cancel scope, where its idle writer parks, when it last
-    sent and received (read by its watchdog), and when it last carried anything but a
-    heartbeat (read by the busy-wait)."""
+    sent and received (read by its watchdog), and when and which way it last carried
+    anything but a heartbeat (read by the busy-wait)."""
 
     __slots__ = (
         "_waiter",
         "active_at",
+        "active_out",
         "dialled",
         "direct",
         "received_at",
@@ -183,6 +184,7 @@ class _Conn(Parkable):
         self.sent_at = 0.0
         self.received_at = 0.0
         self.active_at = 0.0
+        self.active_out = False  # that traffic was sent (True) or received
         # The non-blocking socket of a plain TCP connection on trio (else None), and
         # whether a reply may be written to it directly (see Distribution._reply_now).
         self.sock: Any = None
@@ -867,6 +869,7 @@ class Distribution:
             self._wake(peer, conn)
         else:
             conn.sent_at = conn.active_at = self.node._now()  # the loop's clock: one call
+            conn.active_out = True
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1224,6 +1227,7 @@ class Distribution:
             conn.sent_at = clock()
             if data != heartbeat:  # a heartbeat says nothing of what comes next
                 conn.active_at = conn.sent_at
+                conn.active_out = True
             if self._drained is not None and not peer.buf:
                 self._check_drained()
 
@@ -1334,6 +1338,7 @@ class Distribution:
                 conn.received_at = clock()
                 if data != heartbeat:  # a heartbeat says nothing of what comes next
                     conn.active_at = conn.received_at
+                    conn.active_out = False
             try:
                 data = await receive(_READ_SIZE)
                 conn.direct = conn.sock is not None

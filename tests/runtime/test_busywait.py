@@ -32,6 +32,8 @@ class Conn:
     """A connection's last traffic, as ``runtime.dist`` keeps it."""
 
     active_at: float
+    active_out: bool = True
+    received_at: float = 0.0
 
 
 @pytest.fixture
@@ -129,6 +131,62 @@ async def test_the_poll_ends_at_the_loop_timeout_or_the_window() -> None:
 @pytest.mark.skipif(
     not hasattr(select, "epoll") and not hasattr(select, "kqueue"), reason="no epoll or kqueue"
 )
+async def test_a_window_wasted_stops_polling_that_way_only() -> None:
+    """After a poll that the window ended with nothing ready, a wait after traffic the
+    same way is not polled (a server whose next request comes much later stops
+    spinning after each reply); waits after traffic the other way still are."""
+    bw = busy()
+    conn = Conn(active_at=trio.current_time(), active_out=True)
+    bw.watch(conn, 0.001)
+    bw.before_io_wait(60.0)  # nothing comes: wasted
+    assert (bw.spins, bw.answered, bw.skipped) == (1, 0, 0)
+    conn.active_at = trio.current_time()  # sent again
+    bw.before_io_wait(60.0)
+    assert (bw.spins, bw.skipped) == (1, 1)
+    conn.active_at = trio.current_time()
+    conn.active_out = False  # received: that way has not failed
+    bw.before_io_wait(60.0)
+    assert (bw.spins, bw.skipped) == (2, 1)
+    bw.unwatch(conn)
+
+
+async def test_traffic_within_a_skipped_window_resumes_polling(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    bw = busy()
+    conn = Conn(active_at=trio.current_time(), active_out=True)
+    bw.watch(conn, 0.001)
+    bw.before_io_wait(60.0)  # wasted: polls after sending stop
+    bw.watch(conn, 60.0)
+    conn.active_at = trio.current_time()
+    bw.before_io_wait(60.0)  # skipped, and watched for what comes in its window
+    assert (bw.spins, bw.skipped) == (1, 1)
+    conn.received_at = trio.current_time()  # the answer came within it
+    async with trio.open_nursery() as nursery:
+        await armed(nursery, a)
+        b.send(b"x")
+        conn.active_at = trio.current_time()  # and this node sent again
+        bw.before_io_wait(60.0)  # polled again (and answered at once)
+        assert (bw.spins, bw.answered, bw.skipped) == (2, 1, 1)
+    bw.unwatch(conn)
+
+
+async def test_traffic_after_a_skipped_window_does_not_resume_polling() -> None:
+    bw = busy()
+    conn = Conn(active_at=trio.current_time(), active_out=True)
+    bw.watch(conn, 0.001)
+    bw.before_io_wait(60.0)  # wasted
+    conn.active_at = trio.current_time()
+    bw.before_io_wait(60.0)  # skipped: its window ends 1 ms later
+    await trio.sleep(0.002)
+    conn.received_at = conn.active_at = trio.current_time()  # the answer came later
+    conn.active_out = True
+    bw.before_io_wait(60.0)
+    assert (bw.spins, bw.skipped) == (1, 2)
+    bw.unwatch(conn)
+
+
 def test_trio_exposes_its_io_wait() -> None:
     """Busy-waiting needs the descriptor of trio's IO wait, which trio keeps private:
     a trio release that moves it turns busy-waiting off, and fails this test."""
