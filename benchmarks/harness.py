@@ -108,7 +108,16 @@ SUBJECT = "regency"
 
 #: Modules in the benchmarks package that are not suites.
 _NOT_SUITES = frozenset(
-    {"harness", "__main__", "peers", "conftest", "report", "drivers", "bare_restart"}
+    {
+        "harness",
+        "__main__",
+        "peers",
+        "conftest",
+        "report",
+        "drivers",
+        "bare_restart",
+        "busywait_cost",
+    }
 )
 
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +286,20 @@ def test_transport_case_runs_and_appends_its_json(
     case = {c.name: c for c in cases}[name]
 
     _check_rows("transport", case, io.StringIO(), tmp_path / "out.json")
+
+
+@pytest.mark.parametrize("window", [0.0, 0.0005])
+def test_busywait_cost_measures_both_ends(window: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy-wait cost script calls across two OS processes and reads both ends' CPU;
+    it sets ``REGENCY_BUSY_WAIT`` for its own measurement only."""
+    from benchmarks import busywait_cost
+
+    monkeypatch.delenv("REGENCY_BUSY_WAIT", raising=False)
+    p50, own, server = busywait_cost.measure(window, 0.001, 10)
+    assert p50 > 0
+    assert own > 0
+    assert server >= 0  # /proc counts in clock ticks: ten short calls may round to 0
+    assert "REGENCY_BUSY_WAIT" not in os.environ
 
 
 def test_transport_erlang_peer_is_skipped_by_package_name_without_erl(
