@@ -293,3 +293,16 @@ async def test_heartbeats_do_not_start_a_window(monkeypatch: pytest.MonkeyPatch)
             lambda: all(c.received_at > h + 0.05 for c, h in zip(ends, heard, strict=True))
         )
         assert [conn.active_at for conn in ends] == called
+
+
+def test_no_busy_wait_on_asyncio() -> None:
+    """asyncio has no hook before its IO wait: a distribution there does not busy-wait."""
+    from runtime import Node
+
+    async def main() -> None:
+        async with Node("n") as node:
+            dist = await Distribution(node, secret=SECRET, busy_wait=0.001).start()
+            assert dist._busy is None
+            node.stop()
+
+    anyio.run(main, backend="asyncio")
