@@ -68,10 +68,13 @@ Backpressure
     socket buffers.
 
 Latency
-    For ``busy_wait`` seconds after a connection's last traffic, an idle node polls its
-    connections before its event loop sleeps (see :mod:`runtime.busywait`), as BEAM's
+    For ``busy_wait`` seconds after a connection's last traffic (heartbeats aside), an
+    idle node polls for its next event before its event loop sleeps, as BEAM's
     schedulers busy-wait before sleeping: the reply to a call just sent is read without
-    the wake-up of a sleeping process, which dominated a round trip on loopback.
+    the wake-up of a sleeping process, which dominated a round trip on loopback. It
+    stops polling after traffic one way (sent or received) once such a poll found
+    nothing, and resumes when a later event would have been caught; see
+    :mod:`runtime.busywait`.
 """
 
 from __future__ import annotations
