@@ -873,6 +873,9 @@ class Distribution:
         else:
             conn.sent_at = conn.active_at = self.node._now()  # the loop's clock: one call
             conn.active_out = True
+            busy = self._busy
+            if busy is not None and not busy.armed:
+                busy.arm()
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1214,6 +1217,7 @@ class Distribution:
         send = _stream_io(stream, backend)[0]
         conn.sock = _raw_socket(stream, backend)
         heartbeat = _HEARTBEAT
+        busy = self._busy
         while True:
             if peer.run_to is not None:  # as peer.buf does, with a call less
                 peer.end_run()
@@ -1231,6 +1235,8 @@ class Distribution:
             if data != heartbeat:  # a heartbeat says nothing of what comes next
                 conn.active_at = conn.sent_at
                 conn.active_out = True
+                if busy is not None and not busy.armed:
+                    busy.arm()
             if self._drained is not None and not peer.buf:
                 self._check_drained()
 
@@ -1281,6 +1287,7 @@ class Distribution:
         clock = node._now  # the loop's clock, bound: one call per chunk
         receive = _stream_io(stream, backend)[1]
         heartbeat = _HEARTBEAT
+        busy = self._busy
         feed = decoder.feed_runs
         send_op = wire.Send
         send_run = wire.SendRun
@@ -1342,6 +1349,8 @@ class Distribution:
                 if data != heartbeat:  # a heartbeat says nothing of what comes next
                     conn.active_at = conn.received_at
                     conn.active_out = False
+                    if busy is not None and not busy.armed:
+                        busy.arm()
             try:
                 data = await receive(_READ_SIZE)
                 conn.direct = conn.sock is not None

@@ -306,3 +306,42 @@ def test_no_busy_wait_on_asyncio() -> None:
             node.stop()
 
     anyio.run(main, backend="asyncio")
+
+
+async def test_the_hook_is_in_trios_table_only_while_a_window_may_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An installed hook costs every pass of trio's loop, so it leaves trio's table when
+    no window is open and comes back with traffic; once trio has removed the
+    instrument (after an error), arming does not bring it back."""
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)
+    bw = busy_wait_for_run()
+    table = busywait._hook_table()
+    assert bw is not None
+    assert table is not None
+    assert not bw.armed  # nothing watched yet
+    assert "before_io_wait" not in table
+    conn = Conn(active_at=trio.current_time() - 10)
+    bw.watch(conn, 0.001)
+    assert bw.armed
+    assert bw in table["before_io_wait"]
+    bw.before_io_wait(60.0)  # an idle wait with no window open
+    assert not bw.armed
+    assert "before_io_wait" not in table
+    bw.arm()
+    assert bw in table["before_io_wait"]
+    trio.lowlevel.remove_instrument(bw)
+    bw.arm()
+    assert "before_io_wait" not in table
+
+
+async def test_traffic_puts_the_hook_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(busywait, "_cpus", lambda: 2)
+    async with cluster("a", "b", busy_wait=0.001) as (a, b):
+        await b.node.start_server(Echo, name="echo")
+        bw = a.dist._busy
+        assert bw is not None
+        await wait_until(lambda: not bw.armed)  # the windows closed, the loop idled
+        with anyio.fail_after(BOUND):
+            assert await a.node.call(Name("echo", "b"), ("echo", 1)) == 1
+        assert bw.armed  # no idle wait since the reply came
