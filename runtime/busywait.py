@@ -16,7 +16,9 @@ process or thread that is waiting for this CPU runs first.
 
 It runs only when the loop has nothing else to do (trio calls ``before_io_wait`` with a
 timeout above zero only when no task is runnable), so it takes no time from work, only
-from idleness. One instance serves every distribution layer of a trio run. It is off
+from idleness; and it leaves trio's hook table while no window is open, so that a node
+without recent traffic does not pay for the hook at each pass of the loop. One instance
+serves every distribution layer of a trio run. It is off
 where spinning would take the CPU from the very process it waits for (a single CPU), on
 asyncio, which has no such hook, and where trio does not expose its IO wait's
 descriptor. The cost is the CPU of the window after each burst of traffic;
