@@ -34,7 +34,14 @@ from typing import Any, Final, Protocol
 
 import trio
 
-__all__ = ["DEFAULT_BUSY_WAIT", "ENV_VAR", "BusyWait", "busy_wait_for_run", "default_busy_wait"]
+__all__ = [
+    "DEFAULT_BUSY_WAIT",
+    "ENV_VAR",
+    "BusyWait",
+    "busy_wait_for_run",
+    "default_busy_wait",
+    "parse_window",
+]
 
 DEFAULT_BUSY_WAIT: Final = 0.0005
 """Seconds a node polls after its connections' last traffic before it sleeps."""
@@ -54,11 +61,23 @@ def default_busy_wait() -> float:
     if text is None:
         return DEFAULT_BUSY_WAIT
     try:
+        return parse_window(text)
+    except ValueError:
+        raise ValueError(f"{ENV_VAR} must be 0 or more seconds, not {text!r}") from None
+
+
+def parse_window(text: str) -> float:
+    """A busy-wait window from *text*: a number of seconds, 0 or more.
+
+    Raises:
+        ValueError: it is not.
+    """
+    try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not value >= 0:
-        raise ValueError(f"{ENV_VAR} must be 0 or more seconds, not {text!r}")
+        raise ValueError(f"expected 0 or more seconds, got {text!r}")
     return value
 
 
@@ -170,8 +189,7 @@ class BusyWait(trio.abc.Instrument):
                 spin = left
                 latest = conn
         if latest is None:
-            if self._skipped is None:
-                self._disarm()  # until the next traffic
+            self._disarm()  # until the next traffic
             return
         out = latest.active_out
         if not self._polls[out]:
@@ -212,6 +230,11 @@ def busy_wait_for_run() -> BusyWait | None:
     return instance
 
 
+def _runner() -> object:
+    """This trio run's runner (private to trio), or None."""
+    return getattr(getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None), "runner", None)
+
+
 def _loop_fd() -> int | None:
     """The descriptor of this trio run's IO wait (epoll on Linux, kqueue on BSD and
     macOS), which is readable once an event it waits for is ready; None if it has none.
@@ -220,8 +243,7 @@ def _loop_fd() -> int | None:
     keeps it elsewhere makes this None (busy-waiting off), never an error; the tests
     check that the trio in use exposes it.
     """
-    runner = getattr(getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None), "runner", None)
-    manager = getattr(runner, "io_manager", None)
+    manager = getattr(_runner(), "io_manager", None)
     for attr in ("_epoll", "_kqueue"):
         wait = getattr(manager, attr, None)
         fileno = getattr(wait, "fileno", None)
@@ -244,8 +266,7 @@ _yield_cpu: Final = getattr(os, "sched_yield", _no_yield)
 def _hook_table() -> dict[str, dict[Any, None]] | None:
     """trio's table of installed instruments by hook (private to trio; None when this
     trio keeps it otherwise: the hook then stays installed)."""
-    runner = getattr(getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None), "runner", None)
-    table = getattr(getattr(runner, "instruments", None), "data", None)
+    table = getattr(getattr(_runner(), "instruments", None), "data", None)
     if isinstance(table, dict) and isinstance(table.get("_all"), dict):
         return table
     return None

@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 import structlog
 
-from .busywait import DEFAULT_BUSY_WAIT, default_busy_wait
+from .busywait import DEFAULT_BUSY_WAIT, default_busy_wait, parse_window
 from .dist import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, Distribution
 from .genserver import GenServer
 from .handshake import load_secret
@@ -85,12 +85,9 @@ def _configure_logging(level: str) -> None:
 def _seconds(text: str) -> float:
     """A duration of 0 seconds or more."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
-    return value
+        return parse_window(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _load_app(spec: str) -> Any:
