@@ -871,11 +871,17 @@ class Distribution:
             peer._buf = data[sent:] if sent else data
             self._wake(peer, conn)
         else:
-            conn.sent_at = conn.active_at = self.node._now()  # the loop's clock: one call
-            conn.active_out = True
-            busy = self._busy
-            if busy is not None and not busy.armed:
-                busy.arm()
+            conn.sent_at = self.node._now()  # the loop's clock, bound: one call
+            self._traffic(conn, conn.sent_at, True)
+
+    def _traffic(self, conn: _Conn, now: float, out: bool) -> None:
+        """*conn* just sent (*out*) or received something other than a heartbeat: note
+        it for the busy-wait, and have trio call its hook again if it left."""
+        conn.active_at = now
+        conn.active_out = out
+        busy = self._busy
+        if busy is not None and not busy.armed:
+            busy.arm()
 
     def _unpark(self, waiter: Any) -> None:
         backend = self.node._backend
@@ -1217,7 +1223,6 @@ class Distribution:
         send = _stream_io(stream, backend)[0]
         conn.sock = _raw_socket(stream, backend)
         heartbeat = _HEARTBEAT
-        busy = self._busy
         while True:
             if peer.run_to is not None:  # as peer.buf does, with a call less
                 peer.end_run()
@@ -1233,10 +1238,7 @@ class Distribution:
             await send(data)
             conn.sent_at = clock()
             if data != heartbeat:  # a heartbeat says nothing of what comes next
-                conn.active_at = conn.sent_at
-                conn.active_out = True
-                if busy is not None and not busy.armed:
-                    busy.arm()
+                self._traffic(conn, conn.sent_at, True)
             if self._drained is not None and not peer.buf:
                 self._check_drained()
 
@@ -1287,7 +1289,6 @@ class Distribution:
         clock = node._now  # the loop's clock, bound: one call per chunk
         receive = _stream_io(stream, backend)[1]
         heartbeat = _HEARTBEAT
-        busy = self._busy
         feed = decoder.feed_runs
         send_op = wire.Send
         send_run = wire.SendRun
@@ -1347,10 +1348,7 @@ class Distribution:
                         self._dispatch(peer, op)
                 conn.received_at = clock()
                 if data != heartbeat:  # a heartbeat says nothing of what comes next
-                    conn.active_at = conn.received_at
-                    conn.active_out = False
-                    if busy is not None and not busy.armed:
-                        busy.arm()
+                    self._traffic(conn, conn.received_at, False)
             try:
                 data = await receive(_READ_SIZE)
                 conn.direct = conn.sock is not None
