@@ -65,7 +65,7 @@ def _window(window: float) -> Iterator[dict[str, str]]:
 def measure(window: float, pause: float, calls: int) -> tuple[float, float, float]:
     """Call p50 (us), and CPU per call (us) here and in the server, at one setting."""
     with _window(window) as setting, ChildServer("regency", env=setting) as child:
-        pid = child._proc.pid
+        pid = child.pid
         samples: list[float] = []
         spent: list[float] = []
 

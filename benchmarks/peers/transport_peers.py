@@ -29,7 +29,8 @@ PACKAGE = "erlang-base"
 
 
 class ChildServer:
-    """``transport_child.py <mode>`` in its own OS process; ``port`` is where it listens."""
+    """``transport_child.py <mode>`` in its own OS process; ``port`` is where it listens,
+    ``pid`` its process id."""
 
     def __init__(self, mode: str, *, env: dict[str, str] | None = None) -> None:
         self.mode = mode
@@ -47,6 +48,7 @@ class ChildServer:
             self.close()
             raise RuntimeError(f"transport child {mode} did not start: {line.strip()!r}")
         self.port = int(port)
+        self.pid = self._proc.pid
 
     def close(self) -> None:
         """End the child (closing its stdin), killing it if it lingers."""

@@ -172,7 +172,9 @@ async def test_traffic_within_a_skipped_window_resumes_polling(
     bw.unwatch(conn)
 
 
-async def test_traffic_after_a_skipped_window_does_not_resume_polling() -> None:
+async def test_traffic_after_a_skipped_window_does_not_resume_polling(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     bw = busy()
     conn = Conn(active_at=trio.current_time(), active_out=True)
     bw.watch(conn, 0.001)
